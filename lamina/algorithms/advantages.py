@@ -1,0 +1,286 @@
+"""Group-based advantage estimators over step rows (pure numpy).
+
+A row is one step of one trajectory: one prompt, one response. Every estimator sees the same
+arrays, each of shape (N,) for N rows, in any order:
+
+- ``rewards``: the step's environment reward, penalties included;
+- ``traj_ids``: which trajectory the row belongs to (unique across the batch);
+- ``step_ids``: the step index inside its trajectory (0, 1, ...);
+- ``group_ids``: the group (task seed) the trajectory belongs to;
+- ``anchors``: a hashable key of the environment state the step was taken from.
+
+The episode return R of a trajectory is the undiscounted sum of its rows' rewards. std is the
+sample std (ddof=1); a singleton group or anchor cluster contributes 0. See DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from difflib import SequenceMatcher
+
+import numpy as np
+
+EPS = 1e-6
+NORMS = ("std", "none")
+EPISODE_STATS = ("trajectory", "steps")
+
+Estimator = Callable[..., np.ndarray]
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
+    """Registers an estimator under ``name``; a second registration of the name is an error."""
+
+    def decorator(fn: Estimator) -> Estimator:
+        if name in ESTIMATORS and ESTIMATORS[name] is not fn:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ESTIMATORS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_estimator(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; valid: {', '.join(sorted(ESTIMATORS))}")
+    return ESTIMATORS[name]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _check(norm: str, n: int, *arrays: Sequence) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r}; valid: {', '.join(NORMS)}")
+    for a in arrays:
+        if len(a) != n:
+            raise ValueError(f"all step-row arrays need the same length, got {len(a)} and {n}")
+
+
+def _dense_ids(keys: Sequence[Hashable]) -> np.ndarray:
+    """Maps arbitrary hashable keys to 0..K-1 in order of first appearance."""
+    index: dict[Hashable, int] = {}
+    return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
+
+
+def _normalise_within(values: np.ndarray, cluster: np.ndarray, norm: str, eps: float) -> np.ndarray:
+    """(v - mean_c) / (std_c + eps) within each cluster c (ddof=1); singleton clusters give 0."""
+    k = int(cluster.max()) + 1 if len(cluster) else 0
+    count = np.bincount(cluster, minlength=k).astype(np.float64)
+    mean = np.bincount(cluster, weights=values, minlength=k) / np.maximum(count, 1)
+    centred = values - mean[cluster]
+    out = centred
+    if norm == "std":
+        sq = np.bincount(cluster, weights=centred**2, minlength=k)
+        std = np.sqrt(sq / np.maximum(count - 1, 1))
+        out = centred / (std[cluster] + eps)
+    return np.where(count[cluster] > 1, out, 0.0)
+
+
+def episode_returns(rewards: np.ndarray, traj_ids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(traj_index per row, return per trajectory)``; R = sum of the trajectory's rewards."""
+    traj = _dense_ids(traj_ids)
+    returns = np.bincount(traj, weights=np.asarray(rewards, dtype=np.float64))
+    return traj, returns
+
+
+def discounted_returns(
+    rewards: np.ndarray, traj_ids: Sequence[Hashable], step_ids: Sequence[int], gamma: float
+) -> np.ndarray:
+    """R_t = sum_{k>=t} gamma^(k-t) r_k within each trajectory, for rows in any order."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    traj = _dense_ids(traj_ids)
+    order = np.lexsort((np.asarray(step_ids), traj))  # by trajectory, then step
+    out = np.empty_like(rewards)
+    running, previous = 0.0, -1
+    for row in order[::-1]:
+        if traj[row] != previous:
+            running, previous = 0.0, traj[row]
+        running = rewards[row] + gamma * running
+        out[row] = running
+    return out
+
+
+def _episode_advantage(
+    rewards: np.ndarray,
+    traj_ids: Sequence[Hashable],
+    group_ids: Sequence[Hashable],
+    norm: str,
+    episode_stats: str,
+    eps: float,
+) -> np.ndarray:
+    if episode_stats not in EPISODE_STATS:
+        raise ValueError(f"episode_stats={episode_stats!r}; valid: {', '.join(EPISODE_STATS)}")
+    traj, returns = episode_returns(rewards, traj_ids)
+    groups = _dense_ids(group_ids)
+    if episode_stats == "steps":  # statistics over step rows, as verl-agent's reference does
+        return _normalise_within(returns[traj], groups, norm, eps)
+    traj_group = np.zeros(len(returns), dtype=np.int64)
+    traj_group[traj] = groups
+    return _normalise_within(returns, traj_group, norm, eps)[traj]
+
+
+# -- estimators -----------------------------------------------------------------------------------
+def compute_grpo_advantages(
+    rewards: Sequence[float],
+    traj_ids: Sequence[Hashable],
+    group_ids: Sequence[Hashable],
+    *,
+    norm: str = "std",
+    eps: float = EPS,
+) -> np.ndarray:
+    """GRPO: A_i = (R_i - mean_G R) / (std_G R + eps) per trajectory, given to all its rows.
+
+    ``norm="none"`` drops the division (Dr. GRPO). Returns shape (N,).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    _check(norm, len(rewards), traj_ids, group_ids)
+    return _episode_advantage(rewards, traj_ids, group_ids, norm, "trajectory", eps)
+
+
+def compute_gigpo_advantages(
+    rewards: Sequence[float],
+    traj_ids: Sequence[Hashable],
+    step_ids: Sequence[int],
+    group_ids: Sequence[Hashable],
+    anchors: Sequence[Hashable],
+    *,
+    gamma: float = 0.95,
+    step_weight: float = 1.0,
+    norm: str = "std",
+    episode_stats: str = "trajectory",
+    eps: float = EPS,
+) -> np.ndarray:
+    """GiGPO: A = A_E + w * A_S.
+
+    A_E is the GRPO advantage of the episode return within the group (``episode_stats="steps"``
+    takes its statistics across step rows). A_S normalises each row's discounted return R_t over
+    the rows of its group that share its anchor state. Returns shape (N,).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    _check(norm, len(rewards), traj_ids, step_ids, group_ids, anchors)
+    episode = _episode_advantage(rewards, traj_ids, group_ids, norm, episode_stats, eps)
+    step_returns = discounted_returns(rewards, traj_ids, step_ids, gamma)
+    clusters = _dense_ids(list(zip(group_ids, anchors, strict=True)))
+    step = _normalise_within(step_returns, clusters, norm, eps)
+    return episode + step_weight * step
+
+
+def compute_rloo_advantages(
+    rewards: Sequence[float],
+    traj_ids: Sequence[Hashable],
+    group_ids: Sequence[Hashable],
+) -> np.ndarray:
+    """RLOO: A_i = R_i - mean_{j != i} R_j over the group's trajectories; singleton groups give 0."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    _check("none", len(rewards), traj_ids, group_ids)
+    traj, returns = episode_returns(rewards, traj_ids)
+    traj_group = np.zeros(len(returns), dtype=np.int64)
+    traj_group[traj] = _dense_ids(group_ids)
+    count = np.bincount(traj_group).astype(np.float64)[traj_group]
+    centred = _normalise_within(returns, traj_group, "none", EPS)
+    loo = np.where(count > 1, centred * count / np.maximum(count - 1, 1), 0.0)
+    return loo[traj]
+
+
+def compute_reinforce_pp_advantages(
+    rewards: Sequence[float],
+    traj_ids: Sequence[Hashable],
+    group_ids: Sequence[Hashable],
+    *,
+    eps: float = EPS,
+) -> np.ndarray:
+    """REINFORCE++ (baseline variant): subtract the group mean return, then whiten across the batch."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    _check("none", len(rewards), traj_ids, group_ids)
+    traj, returns = episode_returns(rewards, traj_ids)
+    traj_group = np.zeros(len(returns), dtype=np.int64)
+    traj_group[traj] = _dense_ids(group_ids)
+    count = np.bincount(traj_group)[traj_group]
+    centred = np.where(count > 1, _normalise_within(returns, traj_group, "none", eps), 0.0)
+    if len(centred) < 2:
+        return np.zeros(len(rewards))
+    whitened = (centred - centred.mean()) / (centred.std(ddof=1) + eps)
+    return whitened[traj]
+
+
+def cluster_by_similarity(
+    texts: Sequence[str], group_ids: Sequence[Hashable], threshold: float
+) -> list[tuple[Hashable, int]]:
+    """Anchor keys that merge texts of one group whose similarity ratio is >= ``threshold``.
+
+    Greedy: each text joins the first earlier cluster of its group whose first member is similar
+    enough (difflib's ratio in [0, 1]); otherwise it opens a new cluster.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"similarity threshold={threshold} must be in (0, 1]")
+    representatives: dict[Hashable, list[str]] = {}
+    keys = []
+    for text, group in zip(texts, group_ids, strict=True):
+        reps = representatives.setdefault(group, [])
+        for idx, rep in enumerate(reps):
+            if rep == text or SequenceMatcher(None, rep, text).ratio() >= threshold:
+                keys.append((group, idx))
+                break
+        else:
+            reps.append(text)
+            keys.append((group, len(reps) - 1))
+    return keys
+
+
+def anchor_stats(group_ids: Sequence[Hashable], anchors: Sequence[Hashable]) -> dict[str, float]:
+    """Share of rows in non-singleton anchor clusters and the mean cluster size (GiGPO diagnostics)."""
+    clusters = _dense_ids(list(zip(group_ids, anchors, strict=True)))
+    if len(clusters) == 0:
+        return {"anchor_shared_fraction": 0.0, "anchor_mean_cluster_size": 0.0}
+    sizes = np.bincount(clusters)
+    return {
+        "anchor_shared_fraction": float((sizes[clusters] > 1).mean()),
+        "anchor_mean_cluster_size": float(sizes.mean()),
+    }
+
+
+# -- registry entries: one shared signature over step rows ----------------------------------------
+@register_estimator("grpo")
+def _grpo(rewards, traj_ids, step_ids, group_ids, anchors, *, norm="std", eps=EPS, **_):
+    return compute_grpo_advantages(rewards, traj_ids, group_ids, norm=norm, eps=eps)
+
+
+@register_estimator("gigpo")
+def _gigpo(
+    rewards,
+    traj_ids,
+    step_ids,
+    group_ids,
+    anchors,
+    *,
+    norm="std",
+    eps=EPS,
+    gamma=0.95,
+    step_weight=1.0,
+    episode_stats="trajectory",
+    anchor_similarity=None,
+    **_,
+):
+    if anchor_similarity is not None:
+        anchors = cluster_by_similarity([str(a) for a in anchors], group_ids, anchor_similarity)
+    return compute_gigpo_advantages(
+        rewards,
+        traj_ids,
+        step_ids,
+        group_ids,
+        anchors,
+        gamma=gamma,
+        step_weight=step_weight,
+        norm=norm,
+        episode_stats=episode_stats,
+        eps=eps,
+    )
+
+
+@register_estimator("rloo")
+def _rloo(rewards, traj_ids, step_ids, group_ids, anchors, **_):
+    return compute_rloo_advantages(rewards, traj_ids, group_ids)
+
+
+@register_estimator("reinforce_pp")
+def _reinforce_pp(rewards, traj_ids, step_ids, group_ids, anchors, *, eps=EPS, **_):
+    return compute_reinforce_pp_advantages(rewards, traj_ids, group_ids, eps=eps)

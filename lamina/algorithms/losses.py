@@ -1,0 +1,107 @@
+"""The policy loss, built from verl's ``core_algos`` (PPO clip, KL estimators, loss aggregation).
+
+verl's functions aggregate one micro-batch at a time; passing the whole mini-batch's token and
+sequence counts (``global_batch_info``) makes the sum of micro-batch losses equal the mini-batch
+loss, so gradient accumulation is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum-norm", "seq-mean-token-mean", "seq-mean-token-sum")
+
+
+@dataclass
+class LossConfig:
+    """Loss settings of an ``algorithm`` preset.
+
+    Args:
+        clip_ratio: PPO's epsilon.
+        clip_ratio_c: dual-clip lower bound for negative advantages (verl's ``clip_ratio_c``);
+            ``None`` disables dual clip.
+        loss_agg_mode: ``token-mean`` or ``seq-mean-token-sum-norm`` (Dr. GRPO), ...
+        loss_scale_factor: the constant of ``seq-mean-token-sum-norm`` (default: max response length).
+        kl_coef: weight of the KL to the reference policy inside the loss (0 disables it).
+        kl_type: verl's KL estimator name; ``low_var_kl`` is k3.
+        entropy_coef: weight of the entropy bonus.
+    """
+
+    clip_ratio: float = 0.2
+    clip_ratio_c: float | None = None
+    loss_agg_mode: str = "token-mean"
+    loss_scale_factor: int | None = None
+    kl_coef: float = 0.0
+    kl_type: str = "low_var_kl"
+    entropy_coef: float = 0.0
+
+
+def verl_actor_config(cfg: LossConfig, batch_num_tokens: int, global_batch_size: int, scale_factor: int):
+    """A verl ``ActorConfig`` carrying the clip settings and the mini-batch counts."""
+    from verl.workers.config import ActorConfig
+
+    if cfg.loss_agg_mode not in LOSS_AGG_MODES:
+        raise ValueError(f"loss_agg_mode={cfg.loss_agg_mode!r}; valid: {', '.join(LOSS_AGG_MODES)}")
+    actor = ActorConfig(
+        strategy="fsdp",
+        rollout_n=1,
+        ppo_micro_batch_size_per_gpu=1,
+        clip_ratio=cfg.clip_ratio,
+        clip_ratio_low=cfg.clip_ratio,
+        clip_ratio_high=cfg.clip_ratio,
+        # verl always applies dual clip; a huge bound switches it off.
+        clip_ratio_c=cfg.clip_ratio_c if cfg.clip_ratio_c is not None else 1e9,
+        loss_agg_mode=cfg.loss_agg_mode,
+    )
+    actor.global_batch_info.update(
+        dp_size=1,
+        batch_num_tokens=batch_num_tokens,
+        global_batch_size=global_batch_size,
+        loss_scale_factor=scale_factor,
+    )
+    return actor
+
+
+def policy_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    actor_config,
+    cfg: LossConfig,
+    ref_log_probs: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate + KL + entropy bonus for one micro-batch; all tensors (B, R).
+
+    Returns the micro-batch's share of the mini-batch loss and its metrics.
+    """
+    from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
+
+    info = actor_config.global_batch_info
+    pg_loss, pg_metrics = get_policy_loss_fn("vanilla")(
+        old_log_prob=old_log_probs,
+        log_prob=log_probs,
+        advantages=advantages,
+        response_mask=response_mask,
+        loss_agg_mode=cfg.loss_agg_mode,
+        config=actor_config,
+    )
+    loss = pg_loss
+    metrics = {
+        "pg_loss": float(pg_loss.detach()),
+        "pg_clipfrac": pg_metrics["actor/pg_clipfrac"],
+        "ppo_kl": pg_metrics["actor/ppo_kl"],
+    }
+    if ref_log_probs is not None:
+        kl = kl_penalty(log_probs, ref_log_probs, cfg.kl_type)
+        kl_loss = agg_loss(kl, response_mask, cfg.loss_agg_mode, **info)
+        loss = loss + cfg.kl_coef * kl_loss
+        metrics["kl"] = float(kl_loss.detach())
+    if entropy is not None:
+        entropy_loss = agg_loss(entropy, response_mask, cfg.loss_agg_mode, **info)
+        loss = loss - cfg.entropy_coef * entropy_loss
+        metrics["entropy"] = float(entropy_loss.detach())
+    return loss, metrics

@@ -1,0 +1,113 @@
+"""The ``lamina`` command: ``lamina <subcommand> [hydra overrides]``.
+
+lamina train                                   the default job (TextWorld, GRPO, SmolLM2, middle block)
+lamina train env=textworld layers=[15] trainer.iterations=10
+lamina envs                                    registered environments
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+USAGE = """usage: lamina <command> [key=value ...]
+
+commands:
+  train     train an agent               lamina train env=textworld algorithm=grpo layers=[15]
+  eval      evaluate a checkpoint        (not yet)
+  sweep     layer study                  (not yet)
+  compare   compare two sweeps           (not yet)
+  play      play an environment yourself (not yet)
+  envs      list registered environments
+  bench     the benchmark table          (not yet)
+  export    export a checkpoint          (not yet)
+"""
+NOT_YET = ("eval", "sweep", "compare", "play", "bench", "export")
+
+
+class UsageError(Exception):
+    """A bad command line; printed as one line, exit status 2."""
+
+
+def config_dir() -> Path:
+    import lamina.configs
+
+    return Path(lamina.configs.__file__).parent
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose_config(overrides: Sequence[str], config_name: str = "train"):
+    """Composes ``configs/<config_name>.yaml`` with overrides into a typed ``RunConfig``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lamina.trainer.config import RunConfig
+
+    for override in overrides:
+        group, _, value = override.partition("=")
+        if group in ("env", "algorithm", "model") and value and value not in group_options(group):
+            raise UsageError(f"unknown {group} {value!r}; valid: {', '.join(group_options(group))}")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            raw = compose(config_name=config_name, overrides=list(overrides))
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
+        return OmegaConf.to_object(merged)
+    except (HydraException, OmegaConfBaseException) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise UsageError(f"bad override: {first_line}") from None
+
+
+def cmd_train(overrides: Sequence[str]) -> int:
+    from lamina.trainer.train import train
+
+    cfg = compose_config(overrides)
+    out = train(cfg)
+    print(f"done: {out}")
+    return 0
+
+
+def cmd_envs(overrides: Sequence[str]) -> int:
+    import gymnasium as gym
+
+    from lamina.envs import registered_envs
+    from lamina.envs.registry import SHORT_NAMES
+
+    short = {v: k for k, v in SHORT_NAMES.items()}
+    for env_id in registered_envs():
+        spec = gym.spec(env_id)
+        print(f"{env_id:28s} {short.get(env_id, ''):12s} {spec.entry_point}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "envs": cmd_envs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lamina.trainer.train import ConfigError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, overrides = args[0], args[1:]
+    try:
+        if command in NOT_YET:
+            raise UsageError(
+                f"'lamina {command}' is not implemented yet; available now: {', '.join(COMMANDS)}"
+            )
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}; valid: {', '.join([*COMMANDS, *NOT_YET])}")
+        return COMMANDS[command](overrides)
+    except (UsageError, ConfigError) as err:
+        print(f"lamina: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

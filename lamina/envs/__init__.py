@@ -1,0 +1,30 @@
+"""Gymnasium text environments. Importing this package registers the built-in ones.
+
+To add one: write one module with a ``TextEnv`` subclass and add one ``register`` line below
+(or, from another package, one entry point in the ``lamina.envs`` group).
+"""
+
+from lamina.envs.base import TextEnv, TextSpace, make_info
+from lamina.envs.registry import ENTRY_POINT_GROUP, make, register, registered_envs, resolve_env_id
+
+register("TextWorld-v0", "lamina.envs.textworld:TextWorldEnv", short_name="textworld")
+register("WebShop-v0", "lamina.envs.webshop:WebShopEnv", short_name="webshop", max_episode_steps=15)
+register("Sokoban-v0", "lamina.envs.sokoban:SokobanEnv", short_name="sokoban", max_episode_steps=20)
+register(
+    "FrozenLake-v0", "lamina.envs.frozenlake:FrozenLakeEnv", short_name="frozenlake", max_episode_steps=20
+)
+# Single-turn tasks end by themselves after one answer.
+register("Countdown-v0", "lamina.envs.reasoning:CountdownEnv", short_name="countdown")
+register("Arithmetic-v0", "lamina.envs.reasoning:ArithmeticEnv", short_name="arithmetic")
+register("QA-v0", "lamina.envs.reasoning:QAEnv", short_name="qa")
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "TextEnv",
+    "TextSpace",
+    "make",
+    "make_info",
+    "register",
+    "registered_envs",
+    "resolve_env_id",
+]

@@ -1,0 +1,199 @@
+"""Layer selection: which transformer blocks (and which of their modules) an update may touch.
+
+``layers`` accepts block indices (``[14]``, ``[10, 11, 12]``), ranges (``"10-14"``), ``"middle:K"``
+(the K blocks centred at depth/2), ``"top:K@<sweep dir>"`` (the K best blocks of a finished sweep),
+``"all"`` and ``"none"``. ``modules`` narrows to ``attn``, ``mlp``, ``norm`` or a regex over the
+parameter names inside a block. Embeddings and the LM head stay frozen unless asked for.
+
+Freezing is plain ``requires_grad=False``: with nothing below the lowest trainable block needing a
+gradient, autograd never builds a graph there, so no gradient is computed below it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MODULE_PATTERNS = {
+    "all": r".*",
+    "attn": r"(^|\.)(self_attn|attn|attention|self_attention)\.",
+    "mlp": r"(^|\.)(mlp|feed_forward|ffn)\.",
+    "norm": r"(^|\.)[a-z_]*(norm|ln)[a-z_0-9]*\.",
+}
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Finds the decoder's block list without hard-coded names.
+
+    The block list is the ``nn.ModuleList`` of identical module types with the most entries
+    (``model.layers`` for Llama/Qwen/Mistral/Gemma, ``transformer.h`` for GPT-2).
+    """
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(child) for child in module}) != 1:
+            continue
+        if best is None or len(module) > len(best[1]):
+            best = (name, module)
+    if best is None:
+        raise ValueError(f"no transformer block list found in {type(model).__name__}")
+    return best
+
+
+def _top_blocks_of_sweep(k: int, sweep_dir: str, num_blocks: int) -> list[int]:
+    table = Path(sweep_dir) / "contribution.csv"
+    if not table.exists():
+        raise ValueError(f"layers='top:{k}@{sweep_dir}': {table} does not exist (run `lamina sweep` first)")
+    with table.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("block", "").isdigit()]
+    rows.sort(key=lambda r: float(r["contribution"]), reverse=True)
+    return sorted(int(r["block"]) for r in rows[:k])
+
+
+def parse_layers(spec: object, num_blocks: int) -> list[int]:
+    """Turns a ``layers`` spec into sorted block indices.
+
+    Raises:
+        ValueError: naming the bad value, the valid forms and L (``num_blocks``).
+    """
+    valid_forms = "[i, j, ...], 'a-b', 'middle:K', 'top:K@<sweep dir>', 'all', 'none'"
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text == "all":
+            return list(range(num_blocks))
+        if text == "none":
+            return []
+        if m := re.fullmatch(r"middle:(\d+)", text):
+            k = int(m.group(1))
+            if not 1 <= k <= num_blocks:
+                raise ValueError(
+                    f"layers={spec!r}: K must be in 1..{num_blocks} (the model has L={num_blocks})"
+                )
+            start = num_blocks // 2 - k // 2
+            return list(range(start, start + k))
+        if m := re.fullmatch(r"top:(\d+)@(.+)", text):
+            blocks = _top_blocks_of_sweep(int(m.group(1)), m.group(2), num_blocks)
+        elif m := re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", text):
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise ValueError(f"layers={spec!r}: empty range; write 'low-high' with low <= high")
+            blocks = list(range(lo, hi + 1))
+        elif re.fullmatch(r"-?\d+", text):
+            blocks = [int(text)]
+        else:
+            raise ValueError(f"layers={spec!r} is not a layer spec; valid forms: {valid_forms}")
+    elif isinstance(spec, int) and not isinstance(spec, bool):
+        blocks = [spec]
+    elif isinstance(spec, Sequence) and all(isinstance(b, int) and not isinstance(b, bool) for b in spec):
+        blocks = list(spec)
+    else:
+        raise ValueError(f"layers={spec!r} is not a layer spec; valid forms: {valid_forms}")
+    bad = [b for b in blocks if not 0 <= b < num_blocks]
+    if bad:
+        raise ValueError(
+            f"layers={spec!r}: block {bad[0]} is outside 0..{num_blocks - 1} "
+            f"(the model has L={num_blocks} blocks)"
+        )
+    return sorted(set(blocks))
+
+
+def trainable_parameter_names(
+    model: nn.Module,
+    blocks: Sequence[int],
+    modules: str = "all",
+    train_embeddings: bool = False,
+    train_lm_head: bool = False,
+) -> list[str]:
+    """Names of the parameters an update may touch, in ``model.named_parameters()`` order."""
+    prefix, block_list = find_blocks(model)
+    pattern = re.compile(MODULE_PATTERNS.get(modules, modules))
+    block_prefixes = {f"{prefix}.{b}.": b for b in blocks}
+    input_emb = model.get_input_embeddings()
+    output_emb = model.get_output_embeddings()
+    emb_ids = {id(p) for p in input_emb.parameters()} if input_emb is not None else set()
+    head_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
+    names = []
+    for name, param in model.named_parameters():  # tied weights appear once
+        if id(param) in emb_ids or id(param) in head_ids:
+            if (train_embeddings and id(param) in emb_ids) or (train_lm_head and id(param) in head_ids):
+                names.append(name)
+            continue
+        for block_prefix in block_prefixes:
+            if name.startswith(block_prefix) and pattern.search(name[len(block_prefix) - 1 :]):
+                names.append(name)
+                break
+    return names
+
+
+def apply_layer_selection(model: nn.Module, names: Sequence[str]) -> list[nn.Parameter]:
+    """Freezes every parameter not in ``names``; returns the trainable ones, in order."""
+    wanted = set(names)
+    trainable = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in wanted)
+        if name in wanted:
+            trainable.append(param)
+    return trainable
+
+
+def block_of(name: str, block_prefix: str) -> int | None:
+    """The block index a parameter name belongs to, or None outside the block list."""
+    if not name.startswith(block_prefix + "."):
+        return None
+    return int(name[len(block_prefix) + 1 :].split(".", 1)[0])
+
+
+def param_groups(
+    model: nn.Module, names: Sequence[str], lr: float, lr_multipliers: dict[int, float] | None = None
+) -> list[dict]:
+    """AdamW parameter groups: one per distinct learning rate (per-block multipliers)."""
+    prefix, block_list = find_blocks(model)
+    multipliers = {int(k): float(v) for k, v in (lr_multipliers or {}).items()}
+    bad = [k for k in multipliers if not 0 <= k < len(block_list)]
+    if bad:
+        raise ValueError(f"lr_multipliers: block {bad[0]} is outside 0..{len(block_list) - 1}")
+    params = dict(model.named_parameters())
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name in names:
+        block = block_of(name, prefix)
+        scale = multipliers.get(block, 1.0) if block is not None else 1.0
+        groups.setdefault(lr * scale, []).append(params[name])
+    return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
+
+
+class ReferenceWeights:
+    """The reference policy for KL without a second model: the trainable tensors' initial values.
+
+    ``with ref.swapped_in():`` the model computes with the initial weights of the trainable
+    blocks; every frozen tensor is shared, so only the trainable blocks are copied.
+    """
+
+    def __init__(self, params: Sequence[nn.Parameter]):
+        self.params = list(params)
+        self.initial = [p.detach().clone() for p in self.params]
+
+    def swapped_in(self):
+        return _Swap(self)
+
+
+class _Swap:
+    def __init__(self, ref: ReferenceWeights):
+        self.ref = ref
+        self.saved: list[torch.Tensor] = []
+
+    def __enter__(self):
+        self.saved = [p.data for p in self.ref.params]
+        for p, init in zip(self.ref.params, self.ref.initial, strict=True):
+            p.data = init
+        return self
+
+    def __exit__(self, *exc):
+        for p, saved in zip(self.ref.params, self.saved, strict=True):
+            p.data = saved
+        return False

@@ -1,0 +1,190 @@
+"""Multi-turn rollouts: B tasks x G copies, stepped in lock-step until every episode is done.
+
+batch = collect_rollouts(policy, envs, task_seeds=[3, 7], group_size=8, cfg=rollout_cfg, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from lamina.agents.parsing import parse_action
+from lamina.agents.policy import HFPolicy
+from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
+
+
+@dataclass
+class RolloutConfig:
+    """``rollout`` config group.
+
+    Args:
+        group_size: G, copies of each task reset with the same seed.
+        batch_size: B, tasks per iteration.
+        temperature: sampling temperature of training rollouts.
+        max_new_tokens: response budget per step.
+        micro_batch_size: prompts per ``generate`` call.
+        invalid_penalty: subtracted from the reward of a step whose action is invalid.
+    """
+
+    group_size: int = 4
+    batch_size: int = 2
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    micro_batch_size: int = 16
+    invalid_penalty: float = 0.1
+
+
+@dataclass
+class RolloutBatch:
+    """N step rows (one prompt, one response each) from T trajectories.
+
+    Ragged token fields are lists of 1-D tensors; the rest are arrays of shape (N,), except the
+    ``episode_*`` fields, shape (T,), indexed by trajectory id.
+    """
+
+    prompt_ids: list[torch.Tensor]  # N x (P_i,)
+    response_ids: list[torch.Tensor]  # N x (R_i,)
+    old_log_probs: list[torch.Tensor]  # N x (R_i,) log-probs under the sampling policy
+    rewards: np.ndarray  # (N,) env reward minus invalid-action penalty
+    traj_ids: np.ndarray  # (N,)
+    step_ids: np.ndarray  # (N,)
+    group_ids: np.ndarray  # (N,)
+    anchors: list[Hashable]  # (N,)
+    action_valid: np.ndarray  # (N,) bool
+    episode_returns: np.ndarray  # (T,)
+    episode_won: np.ndarray  # (T,) bool
+    episode_lengths: np.ndarray  # (T,)
+    texts: list[str] = field(default_factory=list)  # (N,) decoded responses, for logs
+
+    def __post_init__(self):
+        n = len(self.prompt_ids)
+        for name in (
+            "response_ids",
+            "old_log_probs",
+            "rewards",
+            "traj_ids",
+            "step_ids",
+            "group_ids",
+            "anchors",
+            "action_valid",
+        ):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"RolloutBatch.{name} has {len(getattr(self, name))} rows, expected {n}")
+        for r, lp in zip(self.response_ids, self.old_log_probs, strict=True):
+            if r.shape != lp.shape:
+                raise ValueError(f"response ids {tuple(r.shape)} and log-probs {tuple(lp.shape)} differ")
+        t = len(self.episode_returns)
+        if len(self.episode_won) != t or len(self.episode_lengths) != t:
+            raise ValueError("episode_returns, episode_won and episode_lengths need one entry per trajectory")
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.episode_won.mean()) if len(self.episode_won) else 0.0
+
+    @property
+    def mean_return(self) -> float:
+        return float(self.episode_returns.mean()) if len(self.episode_returns) else 0.0
+
+    @property
+    def invalid_action_rate(self) -> float:
+        return float(1.0 - self.action_valid.mean()) if len(self.action_valid) else 0.0
+
+
+def collect_rollouts(
+    policy: HFPolicy,
+    envs: Sequence[gym.Env],
+    task_seeds: Sequence[int],
+    group_size: int,
+    *,
+    max_steps: int,
+    prompt_cfg: PromptConfig,
+    temperature: float,
+    invalid_penalty: float,
+    on_step: Callable[[int, int], None] | None = None,
+) -> RolloutBatch:
+    """Plays ``len(task_seeds) * group_size`` episodes; ``envs`` holds one env per episode.
+
+    Trajectory ``t`` is copy ``t % group_size`` of task ``t // group_size``; its group id is the
+    task's index in ``task_seeds``. ``on_step(step, active)`` is called after every lock-step.
+    """
+    n_traj = len(task_seeds) * group_size
+    if len(envs) < n_traj:
+        raise ValueError(
+            f"need {n_traj} environments for {len(task_seeds)} tasks x {group_size}, got {len(envs)}"
+        )
+    observations, infos, memories = [], [], []
+    for t in range(n_traj):
+        obs, info = envs[t].reset(seed=int(task_seeds[t // group_size]))
+        observations.append(obs)
+        infos.append(info)
+        memories.append(EpisodeMemory(task=info["task"]))
+    done = [False] * n_traj
+    returns = np.zeros(n_traj)
+    won = np.zeros(n_traj, dtype=bool)
+    lengths = np.zeros(n_traj, dtype=np.int64)
+    rows: dict[str, list] = {
+        k: []
+        for k in ("prompt", "response", "logp", "reward", "traj", "step", "group", "anchor", "valid", "text")
+    }
+    for step in range(max_steps):
+        active = [t for t in range(n_traj) if not done[t]]
+        if not active:
+            break
+        prompts = [
+            policy.encode(
+                build_messages(
+                    prompt_cfg, memories[t], observations[t], infos[t]["admissible_actions"], step, max_steps
+                )
+            )
+            for t in active
+        ]
+        generations = policy.generate(prompts, temperature=temperature)
+        for t, prompt, gen in zip(active, prompts, generations, strict=True):
+            parsed = parse_action(gen.text, infos[t]["admissible_actions"])
+            anchor = infos[t]["anchor"]
+            obs, reward, terminated, truncated, info = envs[t].step(parsed.action)
+            valid = parsed.valid and info.get("action_valid", True)
+            reward = float(reward) - (0.0 if valid else invalid_penalty)
+            memories[t].steps.append((observations[t], parsed.action or gen.text.strip()[:200]))
+            observations[t], infos[t] = obs, info
+            returns[t] += reward
+            lengths[t] += 1
+            won[t] = bool(info.get("won", False))
+            done[t] = bool(terminated or truncated)
+            for key, value in (
+                ("prompt", torch.as_tensor(prompt)),
+                ("response", gen.response_ids),
+                ("logp", gen.log_probs),
+                ("reward", reward),
+                ("traj", t),
+                ("step", step),
+                ("group", t // group_size),
+                ("anchor", anchor),
+                ("valid", valid),
+                ("text", gen.text),
+            ):
+                rows[key].append(value)
+        if on_step is not None:
+            on_step(step, len(active))
+    return RolloutBatch(
+        prompt_ids=rows["prompt"],
+        response_ids=rows["response"],
+        old_log_probs=rows["logp"],
+        rewards=np.asarray(rows["reward"], dtype=np.float64),
+        traj_ids=np.asarray(rows["traj"]),
+        step_ids=np.asarray(rows["step"]),
+        group_ids=np.asarray(rows["group"]),
+        anchors=rows["anchor"],
+        action_valid=np.asarray(rows["valid"], dtype=bool),
+        episode_returns=returns,
+        episode_won=won,
+        episode_lengths=lengths,
+        texts=rows["text"],
+    )

@@ -1,0 +1,235 @@
+"""The native training loop: rollout -> advantages -> PPO update, on the chosen blocks only.
+
+lamina train env=textworld algorithm=grpo layers=[15] trainer.iterations=10
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from lamina.agents.models import load_model, model_num_blocks
+from lamina.agents.policy import HFPolicy
+from lamina.algorithms.advantages import anchor_stats, get_estimator
+from lamina.envs import make as make_env
+from lamina.envs import resolve_env_id
+from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lamina.trainer.config import RunConfig
+from lamina.trainer.layers import (
+    ReferenceWeights,
+    apply_layer_selection,
+    param_groups,
+    parse_layers,
+    trainable_parameter_names,
+)
+from lamina.trainer.progress import TrainingProgress
+from lamina.trainer.rollout import RolloutBatch, collect_rollouts
+from lamina.trainer.update import ppo_update
+
+
+class ConfigError(ValueError):
+    """A bad setting, found before any model work; the message names the value and what is valid."""
+
+
+def validate(cfg: RunConfig) -> list[int]:
+    """Checks the config cheaply (no weights loaded); returns the trainable block indices."""
+    try:
+        resolve_env_id(cfg.env.name)
+        get_estimator(cfg.algorithm.estimator)
+        blocks = parse_layers(cfg.layers, model_num_blocks(cfg.model))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.algorithm.needs_groups and cfg.rollout.group_size < 2:
+        raise ConfigError(
+            f"rollout.group_size={cfg.rollout.group_size}: algorithm {cfg.algorithm.estimator!r} compares "
+            "trajectories within a group and needs rollout.group_size >= 2"
+        )
+    for key in ("batch_size", "max_new_tokens", "micro_batch_size"):
+        if getattr(cfg.rollout, key) < 1:
+            raise ConfigError(f"rollout.{key}={getattr(cfg.rollout, key)} must be >= 1")
+    if cfg.trainer.iterations < 0 or cfg.env.max_steps < 1:
+        raise ConfigError("trainer.iterations must be >= 0 and env.max_steps >= 1")
+    if cfg.backend != "native":
+        raise ConfigError(f"backend={cfg.backend!r} is not available yet; valid: native")
+    return blocks
+
+
+def task_seeds(cfg: RunConfig, iteration: int) -> list[int]:
+    """The B task seeds of an iteration, drawn without replacement from the training tasks."""
+    rng = np.random.default_rng([cfg.trainer.seed, iteration])
+    high = cfg.env.train_tasks or 2**31 - 1
+    size = min(cfg.rollout.batch_size, high)
+    return [int(s) for s in rng.choice(high, size=size, replace=False)]
+
+
+def compute_advantages(cfg: RunConfig, batch: RolloutBatch) -> np.ndarray:
+    """The configured estimator over the batch's step rows, shape (N,)."""
+    algo = cfg.algorithm
+    return get_estimator(algo.estimator)(
+        batch.rewards,
+        batch.traj_ids,
+        batch.step_ids,
+        batch.group_ids,
+        batch.anchors,
+        norm=algo.norm,
+        gamma=algo.gamma,
+        step_weight=algo.step_weight,
+        episode_stats=algo.episode_stats,
+        anchor_similarity=algo.anchor_similarity,
+    )
+
+
+def make_envs(cfg: RunConfig, count: int) -> list:
+    return [
+        make_env(cfg.env.name, max_episode_steps=cfg.env.max_steps, **cfg.env.kwargs) for _ in range(count)
+    ]
+
+
+def evaluate(cfg: RunConfig, policy: HFPolicy, envs: list, episodes: int, progress=None) -> dict:
+    """Plays ``episodes`` held-out tasks once each; success rate with a 95% Wilson interval."""
+    seeds = [cfg.env.eval_seed_offset + i for i in range(episodes)]
+    won, returns = [], []
+    for start in range(0, episodes, len(envs)):
+        chunk = seeds[start : start + len(envs)]
+        batch = collect_rollouts(
+            policy,
+            envs,
+            chunk,
+            1,
+            max_steps=cfg.env.max_steps,
+            prompt_cfg=cfg.agent,
+            temperature=cfg.eval.temperature,
+            invalid_penalty=cfg.rollout.invalid_penalty,
+        )
+        won.extend(batch.episode_won.tolist())
+        returns.extend(batch.episode_returns.tolist())
+        if progress is not None:
+            progress.advance_eval(len(chunk))
+    rate = float(np.mean(won)) if won else 0.0
+    return {
+        "success_rate": rate,
+        "ci95": wilson_interval(int(sum(won)), len(won)),
+        "episodes": len(won),
+        "mean_return": float(np.mean(returns)) if returns else 0.0,
+    }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def train(cfg: RunConfig) -> Path:
+    """Runs training (and evaluation) and returns the output folder."""
+    blocks = validate(cfg)
+    out = Path(cfg.trainer.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    torch.manual_seed(cfg.trainer.seed)
+    generator = torch.Generator().manual_seed(cfg.trainer.seed)
+
+    model, tokenizer = load_model(cfg.model)
+    names = trainable_parameter_names(
+        model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
+    )
+    trainable = apply_layer_selection(model, names)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, names, cfg.trainer.lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)],
+        lr=cfg.trainer.lr,
+        weight_decay=cfg.trainer.weight_decay,
+    )
+    reference = ReferenceWeights(trainable) if cfg.algorithm.loss.kl_coef > 0 and trainable else None
+    policy = HFPolicy(
+        model,
+        tokenizer,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        micro_batch_size=cfg.rollout.micro_batch_size,
+    )
+    envs = make_envs(cfg, cfg.rollout.batch_size * cfg.rollout.group_size)
+
+    start = 0
+    if cfg.trainer.resume and (ckpt := latest_checkpoint(out)) is not None:
+        state = load_checkpoint(ckpt, model, optimizer)
+        start = state["iteration"] + 1
+        if reference is not None and (ckpt / "reference.pt").exists():
+            reference.initial = torch.load(ckpt / "reference.pt")
+        torch.manual_seed(cfg.trainer.seed + start)
+
+    metrics_file = (out / "metrics.jsonl").open("a" if start else "w")
+    with TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress:
+        for iteration in range(start, cfg.trainer.iterations):
+            t0 = time.perf_counter()
+            model.eval()
+            batch = collect_rollouts(
+                policy,
+                envs,
+                task_seeds(cfg, iteration),
+                cfg.rollout.group_size,
+                max_steps=cfg.env.max_steps,
+                prompt_cfg=cfg.agent,
+                temperature=cfg.rollout.temperature,
+                invalid_penalty=cfg.rollout.invalid_penalty,
+                on_step=progress.on_rollout_step,
+            )
+            t1 = time.perf_counter()
+            advantages = compute_advantages(cfg, batch)
+            update = {}
+            if trainable:
+                update = ppo_update(
+                    model,
+                    optimizer,
+                    trainable,
+                    batch.prompt_ids,
+                    batch.response_ids,
+                    batch.old_log_probs,
+                    advantages,
+                    cfg.algorithm.loss,
+                    cfg.trainer.update,
+                    tokenizer.pad_token_id,
+                    cfg.algorithm.loss.loss_scale_factor or cfg.rollout.max_new_tokens,
+                    cfg.rollout.temperature,
+                    reference,
+                    generator,
+                )
+            t2 = time.perf_counter()
+            record = {
+                "iteration": iteration,
+                "success_rate": batch.success_rate,
+                "mean_return": batch.mean_return,
+                "invalid_action_rate": batch.invalid_action_rate,
+                "loss": update.get("loss", 0.0),
+                "kl": update.get("kl", 0.0),
+                "rows": len(batch),
+                "mean_response_tokens": float(np.mean([len(r) for r in batch.response_ids])),
+                **{k: v for k, v in update.items() if k not in ("loss", "kl")},
+                **anchor_stats(batch.group_ids, batch.anchors),
+                "rollout_s": t1 - t0,
+                "update_s": t2 - t1,
+            }
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+            progress.end_iteration(record)
+            last = iteration == cfg.trainer.iterations - 1
+            if last or (cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0):
+                extras = {"reference.pt": reference.initial} if reference is not None else {}
+                save_checkpoint(out, iteration, model, names, optimizer, {"blocks": blocks}, extras)
+        metrics_file.close()
+        if cfg.eval.episodes > 0:
+            model.eval()
+            progress.start_eval(cfg.eval.episodes)
+            result = evaluate(cfg, policy, envs, cfg.eval.episodes, progress)
+            (out / "eval.json").write_text(json.dumps(result, indent=1))
+    for env in envs:
+        env.close()
+    return out

@@ -1,0 +1,534 @@
+"""Tests of the WebShop environment, its catalogues and WebShop's reward."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lamina.envs.webshop import SEARCH_ACTION_TEMPLATE, WebShopEnv, parse_action
+from lamina.envs.webshop_catalog import (
+    Goal,
+    Product,
+    load_webshop_files,
+    procedural_catalog,
+    shared_webshop_dir,
+)
+from lamina.envs.webshop_reward import normalize_color, title_words, type_reward, webshop_reward
+
+PROCEDURAL = {"catalog": "procedural", "num_products": 300}
+BROAD_QUERY = "search[everyday use]"  # every procedural product's bullet points say it
+
+
+def _shared_or_skip() -> None:
+    if shared_webshop_dir() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but the shared WebShop data (../shared/webshop) is missing")
+        pytest.skip("shared WebShop data (../shared/webshop or $LAMINA_SHARED/webshop) not found")
+
+
+@pytest.fixture
+def env() -> WebShopEnv:
+    return WebShopEnv(**PROCEDURAL)
+
+
+def _product(**changes) -> Product:
+    fields = dict(
+        asin="B000000001",
+        title="Acme Trail Running Shoes",
+        category="fashion",
+        query="running shoes",
+        product_category="Clothing › Shoes › Athletic › Running",
+        price_tag="$30.0",
+        pricing=(30.0,),
+        options={"size": ["8", "9", "10"], "color": ["black", "light blue"]},
+        attributes=["non slip", "rubber sole"],
+        bullet_points=["Breathable mesh upper"],
+        description="Lightweight trainers.",
+    )
+    fields.update(changes)
+    return Product(**fields)
+
+
+def _goal(**changes) -> Goal:
+    fields = dict(
+        asin="B000000001",
+        instruction_text="i need non slip running shoes with rubber sole",
+        attributes=("non slip", "rubber sole"),
+        options={"color": "light blue", "size": "9"},
+        price_upper=40.0,
+        name="Acme Trail Running Shoes",
+        query="running shoes",
+        category="fashion",
+        product_category="Clothing › Shoes › Athletic › Running",
+    )
+    fields.update(changes)
+    return Goal(**fields)
+
+
+def _play_expert(env: WebShopEnv, seed: int) -> tuple[float, dict, int]:
+    env.reset(seed=seed)
+    for steps in range(1, 16):
+        _, reward, terminated, truncated, info = env.step(env.expert_action())
+        assert info["action_valid"]
+        if terminated:
+            return reward, info, steps
+    raise AssertionError(f"expert did not buy within 15 steps (seed {seed})")
+
+
+# --------------------------------------------------------------------------- reward
+
+
+def test_reward_full_match_is_one():
+    result = webshop_reward(_product(), _goal(), 30.0, {"size": "9", "color": "light blue"})
+    assert result.score == 1.0
+    assert (result.num_attr_matches, result.num_option_matches, result.r_price) == (2, 2, True)
+    assert result.r_type == 1.0
+
+
+def test_reward_missing_or_wrong_option_costs_one_part_in_five():
+    # 2 attributes + 2 options + price = 5 parts
+    assert webshop_reward(_product(), _goal(), 30.0, {"size": "9"}).score == pytest.approx(4 / 5)
+    assert webshop_reward(_product(), _goal(), 30.0, {"size": "10", "color": "light blue"}).score == (
+        pytest.approx(4 / 5)
+    )  # size is matched exactly, "10" is not "9"
+    assert webshop_reward(_product(), _goal(), 30.0, {}).score == pytest.approx(3 / 5)
+
+
+def test_reward_price_over_budget_and_missing_attribute():
+    assert webshop_reward(_product(), _goal(), 45.0, {"size": "9", "color": "light blue"}).score == (
+        pytest.approx(4 / 5)
+    )
+    goal = _goal(attributes=("non slip", "waterproof", "rubber sole"))
+    result = webshop_reward(_product(), goal, 30.0, {"size": "9", "color": "light blue"})
+    assert result.score == pytest.approx(5 / 6)
+    assert result.r_att == pytest.approx(2 / 3)
+
+
+def test_reward_fuzzy_attribute_colour_normalisation_and_text_fallback():
+    goal = _goal(attributes=("Non-Slip", "breathable mesh"), options={"color": "blue", "size": "9"})
+    # "Non-Slip" ~ "non slip" (token set ratio), "breathable mesh" is in the bullet points,
+    # "light blue" and "blue" both normalise to "blue".
+    assert webshop_reward(_product(), goal, 30.0, {"size": "9", "color": "light blue"}).score == 1.0
+
+
+def test_reward_option_count_is_capped_at_goal_options():
+    product = _product(title="Acme Trail Running Shoes Black")
+    goal = _goal(options={"size": "9"})  # one goal option; the bought colour also occurs in the title
+    result = webshop_reward(product, goal, 30.0, {"size": "9", "color": "black"})
+    assert result.num_option_matches == 1
+    assert result.score == 1.0
+
+
+def test_type_reward_levels():
+    goal = _goal(name="Acme Trail Running Shoes Men")  # 5 title words
+    mug = _product(title="Acme Coffee Mug", query="mugs", product_category="Home › Kitchen › Mugs")
+    assert type_reward(mug, goal) == (0.5, False, False, pytest.approx(0.2))
+    other = _product(title="Zeta Coffee Mug", query="mugs", product_category="Home › Kitchen › Mugs")
+    assert type_reward(other, goal)[0] == 0.0
+    long_goal = _goal(name="acme alpha beta gamma delta epsilon zeta eta theta iota kappa")  # 11 words
+    assert (
+        type_reward(_product(title="Acme Mug", query="mugs", product_category="A › B"), long_goal)[0] == 0.1
+    )
+    # a query match lifts a weak title score to 1
+    assert type_reward(_product(title="Acme Mug"), goal)[0] == 1.0
+    # the mug has the goal's attributes and options in its text: all parts match, times r_type 0.5
+    mug = _product(title="Acme Coffee Mug", query="mugs", product_category="Home › Kitchen › Mugs")
+    assert webshop_reward(mug, goal, 30.0, {"size": "9", "color": "light blue"}).score == pytest.approx(0.5)
+
+
+def test_reward_helpers():
+    assert normalize_color("light blue") == "blue"
+    assert normalize_color("x-large") == "x-large"
+    assert title_words("The 2-Pack of Shoes for Men, 10 oz") == ["2-pack", "shoes", "men", "oz"]
+
+
+# --------------------------------------------------------------------------- environment basics
+
+
+def test_reset_observation_and_info(env):
+    obs, info = env.reset(seed=0)
+    assert obs.startswith("WebShop [SEP] Instruction: [SEP] ")
+    assert obs.endswith(" [SEP] Search")
+    assert info["task"] == env.goal.instruction_text and info["task"] in obs
+    assert info["admissible_actions"] == [SEARCH_ACTION_TEMPLATE]
+    assert info["available_actions"] == {"has_search_bar": True, "clickables": ["search"]}
+    assert info["anchor"] == ("search", "", 0, "", ())
+    assert info["won"] is False and info["action_valid"] is True
+    hash(info["anchor"])
+
+
+def test_reset_is_deterministic_by_seed(env):
+    other = WebShopEnv(**PROCEDURAL)
+    obs_a, info_a = env.reset(seed=7)
+    obs_b, info_b = other.reset(seed=7)
+    assert obs_a == obs_b and info_a == info_b and env.goal == other.goal
+    rng_a, rng_b = random.Random(1), random.Random(1)
+    for _ in range(12):
+        action = _fill(rng_a.choice(info_a["admissible_actions"]), info_a)
+        assert action == _fill(rng_b.choice(info_b["admissible_actions"]), info_b)
+        step_a, step_b = env.step(action), other.step(action)
+        assert step_a == step_b
+        info_a, info_b = step_a[4], step_b[4]
+        if step_a[2]:
+            break
+    goals = {WebShopEnv(**PROCEDURAL).reset(seed=s)[1]["task"] for s in range(10)}
+    assert len(goals) >= 8
+
+
+def _fill(action: str, info: dict) -> str:
+    return f"search[{info['task']}]" if action == SEARCH_ACTION_TEMPLATE else action
+
+
+def test_random_admissible_actions_are_always_valid(env):
+    rng = random.Random(0)
+    _, info = env.reset(seed=3)
+    for _ in range(300):
+        _, _, terminated, _, info = env.step(_fill(rng.choice(info["admissible_actions"]), info))
+        assert info["action_valid"]
+        if terminated:
+            _, info = env.reset(seed=rng.randrange(1000))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_expert_wins_on_procedural(env, seed):
+    reward, info, steps = _play_expert(env, seed)
+    assert reward == 1.0 and info["won"] and info["score"] == 1.0
+    assert steps <= 6
+
+
+def test_expert_wins_on_shared_catalogue():
+    _shared_or_skip()
+    env = WebShopEnv(catalog="shared")
+    assert len(env.catalog) == 100 and len(env.catalog.goal_templates) == 44
+    for seed in range(10):
+        reward, info, _ = _play_expert(env, seed)
+        assert reward == 1.0 and info["won"], seed
+
+
+def test_default_catalogue_is_shared_when_present():
+    _shared_or_skip()
+    assert WebShopEnv().catalog is WebShopEnv(catalog="shared").catalog
+
+
+def test_reward_scale_and_imperfect_purchase():
+    env = WebShopEnv(reward_scale=10.0, **PROCEDURAL)
+    seed = 0
+    while env.reset(seed=seed) and not env.goal.options:
+        seed += 1
+    reward, info, _ = _play_expert(env, seed)
+    assert reward == 10.0 and info["won"]
+    # the goal product without its options: WebShop's score, not a win
+    env.reset(seed=seed)
+    for _ in range(2):
+        env.step(env.expert_action())  # search the title, open the product
+    _, reward, terminated, _, info = env.step("click[buy now]")
+    goal = env.goal
+    expected = (len(goal.attributes) + 1) / (len(goal.attributes) + len(goal.options) + 1)
+    assert terminated and not info["won"]
+    assert info["score"] == pytest.approx(expected) and reward == pytest.approx(10 * expected)
+
+
+# --------------------------------------------------------------------------- pages and navigation
+
+
+def test_results_paging(env):
+    env.reset(seed=0)
+    page1, _, _, _, info = env.step(BROAD_QUERY)
+    assert "Back to Search [SEP] Page 1 (Total results: 50) [SEP] Next > [SEP] " in page1
+    assert "< Prev" not in page1
+    assert info["anchor"] == ("results", "everyday use", 1, "", ())
+    asins_1 = [c for c in info["available_actions"]["clickables"] if c.startswith("b0")]
+    assert len(asins_1) == 10
+    assert info["admissible_actions"][:2] == ["click[back to search]", "click[next >]"]
+    page2, _, _, _, info = env.step("click[Next >]")
+    assert "Page 2 (Total results: 50) [SEP] < Prev [SEP] Next > [SEP] " in page2
+    asins_2 = [c for c in info["available_actions"]["clickables"] if c.startswith("b0")]
+    assert len(asins_2) == 10 and not set(asins_1) & set(asins_2)
+    for _ in range(3):
+        obs, _, _, _, info = env.step("click[next >]")
+    assert "Page 5 (Total results: 50) [SEP] < Prev [SEP] B0" in obs
+    assert "click[next >]" not in info["admissible_actions"]
+    obs, _, _, _, info = env.step("click[next >]")
+    assert not info["action_valid"] and info["anchor"][2] == 5
+    for _ in range(4):
+        obs, _, _, _, info = env.step("click[< prev]")
+    assert obs == page1 and info["anchor"][2] == 1
+
+
+def test_item_sub_pages_and_back_navigation(env):
+    start, _ = env.reset(seed=0)
+    env.step(BROAD_QUERY)
+    results_2, _, _, _, info = env.step("click[next >]")
+    asin = next(c for c in info["available_actions"]["clickables"] if c.startswith("b0"))
+    product = env.catalog.by_asin[asin.upper()]
+    item, _, _, _, info = env.step(f"click[{asin}]")
+    assert info["anchor"] == ("item", "everyday use", 2, asin.upper(), ())
+    assert "Back to Search [SEP] < Prev [SEP] " in item
+    assert item.endswith(
+        f"{product.title} [SEP] Price: {product.price_tag} [SEP] Rating: {product.rating} "
+        "[SEP] Description [SEP] Features [SEP] Reviews [SEP] Buy Now"
+    )
+    name, values = next(iter(product.options.items())) if product.options else ("", [])
+    if values:
+        item, _, _, _, info = env.step(f"click[{values[0]}]")
+        assert f"You have clicked {values[0]}." in item
+        assert info["anchor"][4] == ((name, values[0]),)
+        item, _, _, _, info = env.step(f"click[{values[-1]}]")  # same option: replaced
+        assert info["anchor"][4] == ((name, values[-1]),)
+    description, _, _, _, info = env.step("click[description]")
+    assert description.endswith("< Prev [SEP] " + product.description)
+    assert info["admissible_actions"] == ["click[back to search]", "click[< prev]"]
+    env.step("click[< prev]")
+    features, _, _, _, _ = env.step("click[features]")
+    assert features.endswith(" [SEP] ".join(product.bullet_points))
+    obs, _, _, _, info = env.step("click[< prev]")
+    assert obs == item  # chosen options kept
+    obs, _, _, _, info = env.step("click[< prev]")
+    assert obs == results_2 and info["anchor"] == ("results", "everyday use", 2, "", ())
+    obs, _, _, _, info = env.step("click[back to search]")
+    assert obs == start and info["anchor"] == ("search", "", 0, "", ())
+
+
+def test_no_results_page(env):
+    env.reset(seed=0)
+    obs, _, _, _, info = env.step("search[zzzz qqqq]")
+    assert obs.endswith("Back to Search [SEP] Page 1 (Total results: 0)")
+    assert info["admissible_actions"] == ["click[back to search]"]
+
+
+def test_steps_after_the_purchase_are_invalid(env):
+    _play_expert(env, 0)
+    obs, reward, terminated, _, info = env.step("click[back to search]")
+    assert obs.startswith("Invalid action: the episode is over")
+    assert reward == 0.0 and terminated and not info["action_valid"]
+    assert env.expert_action() is None
+
+
+# --------------------------------------------------------------------------- invalid actions
+
+JUNK = [
+    "",
+    "   ",
+    "x" * 100_000,
+    "click[" + "y" * 100_000 + "]",
+    "buy the red shoes please",
+    "click[nonexistent button]",
+    "click[search]",
+    "click[buy now]",  # no such button on a results page
+    "search[]",
+    "search[   ]",  # a search away from the search page is invalid anyway
+    "购买[红鞋] 🛒",
+    "<html><body><button>click[next >]</button></body></html>",
+    "click[next >",
+    "<action>click[next >]</action>",
+    None,
+    42,
+]
+
+
+@pytest.mark.parametrize("action", JUNK, ids=range(len(JUNK)))
+def test_invalid_actions_change_nothing(env, action):
+    env.reset(seed=0)
+    page, _, _, _, before = env.step(BROAD_QUERY)
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert isinstance(obs, str) and obs.startswith("Invalid action: ")
+    assert obs.endswith(page) and len(obs) < len(page) + 400
+    assert (reward, terminated, truncated, info["action_valid"]) == (0.0, False, False, False)
+    assert info["anchor"] == before["anchor"]
+    assert info["admissible_actions"] == before["admissible_actions"]
+    reference = WebShopEnv(**PROCEDURAL)
+    reference.reset(seed=0)
+    reference.step(BROAD_QUERY)
+    assert env.step("click[next >]") == reference.step("click[next >]")
+
+
+def test_search_needs_the_search_page_and_a_query(env):
+    start, _ = env.reset(seed=0)
+    obs, _, _, _, info = env.step("click[search]")
+    assert not info["action_valid"] and obs.endswith(start) and info["anchor"][0] == "search"
+    for action in ("search[]", "search[  ]"):
+        obs, _, _, _, info = env.step(action)
+        assert not info["action_valid"] and "empty search query" in obs
+    obs, _, _, _, info = env.step("search[Café  crème 🛒]")  # unicode is a valid query
+    assert info["action_valid"] and info["anchor"][:3] == ("results", "café crème 🛒", 1)
+    obs, _, _, _, info = env.step("search[shoes]")
+    assert not info["action_valid"] and "no search bar" in obs
+
+
+def test_parse_action():
+    assert parse_action("  Click[ Buy   Now ] ") == ("click", "buy now")
+    assert parse_action("search[Red Shoes [2 pack]]") == ("search", "red shoes [2 pack]")
+    assert isinstance(parse_action("clicks[x]"), str)
+    assert isinstance(parse_action(b"click[x]"), str)
+
+
+_BUTTONS = ["search", "buy now", "< prev", "next >", "back to search", "description", "reviews", "features"]
+_JUNK_TEXT = st.one_of(
+    st.text(max_size=80),
+    st.text(max_size=40).map(lambda s: f"click[{s}]"),
+    st.text(max_size=40).map(lambda s: f"search[{s}]"),
+    st.sampled_from(
+        [f"click[{b}]" for b in _BUTTONS] + ["click[", "]", "[]", "click[]", "\x00click[next >]"]
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.integers(0, 30), _JUNK_TEXT), max_size=10), st.integers(0, 20))
+def test_mixed_valid_and_junk_actions_never_raise(actions, seed):
+    env = WebShopEnv(**PROCEDURAL)
+    _, info = env.reset(seed=seed)
+    for choice in actions:
+        if isinstance(choice, int):  # an admissible action
+            admissible = info["admissible_actions"] or ["click[back to search]"]
+            action = _fill(admissible[choice % len(admissible)], info)
+        else:
+            action = choice
+        before = info["anchor"]
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert isinstance(obs, str) and not truncated
+        if info["action_valid"]:
+            assert not obs.startswith("Invalid action")
+            assert terminated == (info["anchor"][0] == "done") and (reward > 0) <= terminated
+        else:
+            assert obs.startswith("Invalid action: ") and info["anchor"] == before and reward == 0.0
+
+
+# --------------------------------------------------------------------------- checker, catalogues
+
+
+@pytest.mark.filterwarnings("ignore:.*render:UserWarning")
+def test_gymnasium_env_checker(env):
+    check_env(env, skip_render_check=True)
+    check_env(WebShopEnv(render_mode="ansi", **PROCEDURAL))
+
+
+def test_gymnasium_env_checker_shared():
+    _shared_or_skip()
+    check_env(WebShopEnv(catalog="shared"), skip_render_check=True)
+
+
+def test_procedural_catalogue_is_deterministic_and_unique():
+    a, b, c = (
+        procedural_catalog(200, seed=1),
+        procedural_catalog(200, seed=1),
+        procedural_catalog(200, seed=2),
+    )
+    assert [p.title for p in a.products] == [p.title for p in b.products]
+    assert [g.instruction for g in a.goal_templates] == [g.instruction for g in b.goal_templates]
+    assert [p.asin for p in a.products] != [p.asin for p in c.products]
+    assert len({p.asin for p in a.products}) == len({p.title for p in a.products}) == 200
+    assert all(re.fullmatch(r"B0[A-Z0-9]{8}", p.asin) for p in a.products)
+
+
+def test_shared_catalogue_search():
+    _shared_or_skip()
+    catalog = WebShopEnv(catalog="shared").catalog
+    results = catalog.search("dining table")
+    assert results and len(results) <= 50
+    assert "table" in catalog.by_asin[results[0]].title.lower()
+    assert catalog.search("dining table") is results  # cached
+
+
+def _write_official_files(folder: Path) -> tuple[Path, Path, Path]:
+    raw = [
+        {
+            "asin": "B000TEST01",
+            "name": "Cozy Knit Beanie Hat for Women",
+            "full_description": "A warm hat.",
+            "small_description": ["Soft acrylic knit", "One size fits most"],
+            "pricing": "$12.99",
+            "customization_options": {
+                "Color": [{"value": "Black/White", "image": None}, {"value": "Red", "image": None}],
+                "Size": None,
+            },
+            "category": "fashion",
+            "query": "Beanies ",
+            "product_category": "Clothing › Women › Accessories › Hats",
+            "images": ["x.jpg"],
+        },
+        {
+            "asin": "B000TEST02",
+            "name": "Steel Water Bottle 32 oz",
+            "full_description": "",
+            "small_description": "Keeps drinks cold",
+            "pricing": "$19.99 - $27.99",
+            "customization_options": "",
+            "category": "garden",
+            "query": "water bottles",
+            "product_category": "Home › Kitchen › Bottles",
+            "images": ["y.jpg"],
+        },
+        {"asin": "nan", "name": "skipped", "category": "", "query": "", "product_category": "", "images": []},
+        {"asin": "B000TEST01", "name": "duplicate, skipped", "images": []},
+    ]
+    synthetic = {
+        "B000TEST01": {
+            "attributes": ["acrylic knit", "warm"],
+            "instruction": "i want a warm acrylic knit beanie",
+            "instruction_attributes": ["acrylic knit", "warm"],
+        },
+        "B000TEST02": {"attributes": []},
+    }
+    human = {
+        "B000TEST01": [
+            {
+                "instruction": "i need a red beanie with acrylic knit.",
+                "attributes": ["acrylic knit"],
+                "instruction_attributes": ["acrylic knit"],
+                "instruction_options": ["red"],
+            }
+        ]
+    }
+    paths = folder / "items_shuffle_test.json", folder / "items_ins_v2_test.json", folder / "human.json"
+    for path, data in zip(paths, (raw, synthetic, human), strict=True):
+        path.write_text(json.dumps(data), encoding="utf-8")
+    return paths
+
+
+def test_official_file_formats(tmp_path):
+    products_path, synthetic_path, human_path = _write_official_files(tmp_path)
+    catalog = load_webshop_files(products_path, synthetic_path)
+    assert [p.asin for p in catalog.products] == ["B000TEST01", "B000TEST02"]
+    hat, bottle = catalog.products
+    assert hat.options == {"color": ["black | white", "red"]} and hat.query == "beanies"
+    assert hat.attributes == ["acrylic knit", "warm"] and bottle.attributes == ["DUMMY_ATTR"]
+    assert bottle.pricing == (19.99, 27.99) and bottle.price_tag == "$19.99 to $27.99"
+    assert bottle.bullet_points == ["Keeps drinks cold"] and bottle.price == 19.99
+    assert len(catalog.goal_templates) == 1
+
+    env = WebShopEnv(catalog_path=str(products_path), instructions_path=str(synthetic_path))
+    for seed in range(4):
+        reward, info, _ = _play_expert(env, seed)
+        assert reward == 1.0 and info["won"]
+        assert env.goal.instruction_text.startswith("i want a warm acrylic knit beanie with color: ")
+
+    human_env = WebShopEnv(catalog_path=str(products_path), instructions_path=str(human_path))
+    _, info = human_env.reset(seed=0)
+    assert human_env.goal.options == {"color": "red"}
+    assert info["task"].startswith("i need a red beanie with acrylic knit, and price lower than")
+    reward, info, _ = _play_expert(human_env, 0)
+    assert reward == 1.0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="valid: 'auto'"):
+        WebShopEnv(catalog="amazon")
+    with pytest.raises(ValueError, match="needs both"):
+        WebShopEnv(catalog="files", catalog_path="x.json")
+    with pytest.raises(FileNotFoundError):
+        WebShopEnv(catalog_path="/nonexistent/items.json", instructions_path="/nonexistent/ins.json")
+
+
+def test_no_model_libraries_under_envs():
+    for name in ("webshop.py", "webshop_catalog.py", "webshop_reward.py"):
+        source = (Path(__file__).parents[2] / "lamina" / "envs" / name).read_text()
+        assert not re.search(r"^\s*(import|from)\s+(torch|transformers)\b", source, re.M), name
