@@ -8,6 +8,7 @@ from lamina.envs.base import TextEnv, TextSpace, make_info
 from lamina.envs.registry import ENTRY_POINT_GROUP, make, register, registered_envs, resolve_env_id
 
 register("TextWorld-v0", "lamina.envs.textworld:TextWorldEnv", short_name="textworld")
+register("ALFWorld-v0", "lamina.envs.alfworld:ALFWorldEnv", short_name="alfworld", max_episode_steps=50)
 register("WebShop-v0", "lamina.envs.webshop:WebShopEnv", short_name="webshop", max_episode_steps=15)
 register("Sokoban-v0", "lamina.envs.sokoban:SokobanEnv", short_name="sokoban", max_episode_steps=20)
 register(
