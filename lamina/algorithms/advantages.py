@@ -55,7 +55,7 @@ def _check(norm: str, n: int, *arrays: Sequence) -> None:
             raise ValueError(f"all step-row arrays need the same length, got {len(a)} and {n}")
 
 
-def _dense_ids(keys: Sequence[Hashable]) -> np.ndarray:
+def dense_ids(keys: Sequence[Hashable]) -> np.ndarray:
     """Maps arbitrary hashable keys to 0..K-1 in order of first appearance."""
     index: dict[Hashable, int] = {}
     return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
@@ -77,7 +77,7 @@ def _normalise_within(values: np.ndarray, cluster: np.ndarray, norm: str, eps: f
 
 def episode_returns(rewards: np.ndarray, traj_ids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(traj_index per row, return per trajectory)``; R = sum of the trajectory's rewards."""
-    traj = _dense_ids(traj_ids)
+    traj = dense_ids(traj_ids)
     returns = np.bincount(traj, weights=np.asarray(rewards, dtype=np.float64))
     return traj, returns
 
@@ -87,14 +87,16 @@ def discounted_returns(
 ) -> np.ndarray:
     """R_t = sum_{k>=t} gamma^(k-t) r_k within each trajectory, for rows in any order."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    traj = _dense_ids(traj_ids)
-    order = np.lexsort((np.asarray(step_ids), traj))  # by trajectory, then step
+    steps = np.asarray(step_ids)
+    traj = dense_ids(traj_ids)
+    order = np.lexsort((steps, traj))  # by trajectory, then step
     out = np.empty_like(rewards)
-    running, previous = 0.0, -1
+    running, previous, later_step = 0.0, -1, 0
     for row in order[::-1]:
         if traj[row] != previous:
-            running, previous = 0.0, traj[row]
-        running = rewards[row] + gamma * running
+            running, previous, later_step = 0.0, traj[row], steps[row]
+        running = rewards[row] + gamma ** (later_step - steps[row]) * running
+        later_step = steps[row]
         out[row] = running
     return out
 
@@ -110,7 +112,7 @@ def _episode_advantage(
     if episode_stats not in EPISODE_STATS:
         raise ValueError(f"episode_stats={episode_stats!r}; valid: {', '.join(EPISODE_STATS)}")
     traj, returns = episode_returns(rewards, traj_ids)
-    groups = _dense_ids(group_ids)
+    groups = dense_ids(group_ids)
     if episode_stats == "steps":  # statistics over step rows, as verl-agent's reference does
         return _normalise_within(returns[traj], groups, norm, eps)
     traj_group = np.zeros(len(returns), dtype=np.int64)
@@ -159,7 +161,7 @@ def compute_gigpo_advantages(
     _check(norm, len(rewards), traj_ids, step_ids, group_ids, anchors)
     episode = _episode_advantage(rewards, traj_ids, group_ids, norm, episode_stats, eps)
     step_returns = discounted_returns(rewards, traj_ids, step_ids, gamma)
-    clusters = _dense_ids(list(zip(group_ids, anchors, strict=True)))
+    clusters = dense_ids(list(zip(group_ids, anchors, strict=True)))
     step = _normalise_within(step_returns, clusters, norm, eps)
     return episode + step_weight * step
 
@@ -174,7 +176,7 @@ def compute_rloo_advantages(
     _check("none", len(rewards), traj_ids, group_ids)
     traj, returns = episode_returns(rewards, traj_ids)
     traj_group = np.zeros(len(returns), dtype=np.int64)
-    traj_group[traj] = _dense_ids(group_ids)
+    traj_group[traj] = dense_ids(group_ids)
     count = np.bincount(traj_group).astype(np.float64)[traj_group]
     centred = _normalise_within(returns, traj_group, "none", EPS)
     loo = np.where(count > 1, centred * count / np.maximum(count - 1, 1), 0.0)
@@ -193,7 +195,7 @@ def compute_reinforce_pp_advantages(
     _check("none", len(rewards), traj_ids, group_ids)
     traj, returns = episode_returns(rewards, traj_ids)
     traj_group = np.zeros(len(returns), dtype=np.int64)
-    traj_group[traj] = _dense_ids(group_ids)
+    traj_group[traj] = dense_ids(group_ids)
     count = np.bincount(traj_group)[traj_group]
     centred = np.where(count > 1, _normalise_within(returns, traj_group, "none", eps), 0.0)
     if len(centred) < 2:
@@ -228,7 +230,7 @@ def cluster_by_similarity(
 
 def anchor_stats(group_ids: Sequence[Hashable], anchors: Sequence[Hashable]) -> dict[str, float]:
     """Share of rows in non-singleton anchor clusters and the mean cluster size (GiGPO diagnostics)."""
-    clusters = _dense_ids(list(zip(group_ids, anchors, strict=True)))
+    clusters = dense_ids(list(zip(group_ids, anchors, strict=True)))
     if len(clusters) == 0:
         return {"anchor_shared_fraction": 0.0, "anchor_mean_cluster_size": 0.0}
     sizes = np.bincount(clusters)

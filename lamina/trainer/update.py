@@ -63,7 +63,9 @@ def response_log_probs(
     token_log_probs = log_probs.gather(-1, rows.response_ids.to(device).unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        from verl.utils.torch_functional import entropy_from_logits
+
+        entropy = entropy_from_logits(logits)
     return token_log_probs, entropy
 
 

@@ -93,3 +93,13 @@ def test_console_script_lists_envs():
         [sys.executable, "-m", "lamina.cli", "envs"], capture_output=True, text=True, check=True
     )
     assert "lamina/TextWorld-v0" in result.stdout and "textworld" in result.stdout
+
+
+@pytest.mark.parametrize("algorithm", ["gigpo", "dr_grpo", "rloo"])
+def test_each_algorithm_runs_end_to_end(algorithm, tmp_path):
+    cfg = compose_config([*FAST, f"algorithm={algorithm}", "trainer.iterations=1", "eval.episodes=0",
+                          f"trainer.output_dir={tmp_path}"])
+    assert cfg.algorithm.estimator == {"dr_grpo": "grpo"}.get(algorithm, algorithm)
+    train(cfg)
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 < record["anchor_mean_cluster_size"] and 0 <= record["anchor_shared_fraction"] <= 1

@@ -1,1 +1,1 @@
-
+"""Running lamina inside verl: GiGPO registered as a verl advantage estimator (``estimators``)."""
