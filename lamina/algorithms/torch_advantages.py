@@ -21,7 +21,9 @@ def _ids(keys: Sequence[Hashable], device: torch.device) -> torch.Tensor:
 def normalise_within(values: torch.Tensor, cluster: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     """(v - mean_c) / (std_c + eps) per cluster (ddof=1); singleton clusters give 0. (N,) -> (N,)"""
     k = int(cluster.max()) + 1 if cluster.numel() else 0
-    count = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, cluster, torch.ones_like(values))
+    count = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(
+        0, cluster, torch.ones_like(values)
+    )
     total = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, cluster, values)
     centred = values - (total / count.clamp(min=1))[cluster]
     out = centred
@@ -32,7 +34,9 @@ def normalise_within(values: torch.Tensor, cluster: torch.Tensor, norm: str, eps
     return torch.where(count[cluster] > 1, out, torch.zeros_like(out))
 
 
-def discounted_returns(rewards: torch.Tensor, traj: torch.Tensor, steps: torch.Tensor, gamma: float) -> torch.Tensor:
+def discounted_returns(
+    rewards: torch.Tensor, traj: torch.Tensor, steps: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """R_t = sum_{k>=t} gamma^(k-t) r_k per trajectory (rows in any order; steps need not be dense)."""
     n = rewards.numel()
     order = torch.as_tensor(np.lexsort((steps.cpu().numpy(), traj.cpu().numpy())), device=rewards.device)
@@ -53,13 +57,23 @@ def discounted_returns(rewards: torch.Tensor, traj: torch.Tensor, steps: torch.T
 
 
 def gigpo_advantages(
-    rewards: torch.Tensor, traj_ids: Sequence[Hashable], step_ids: torch.Tensor, group_ids: Sequence[Hashable],
-    anchors: Sequence[Hashable], *, gamma: float = 0.95, step_weight: float = 1.0, norm: str = "std",
-    episode_stats: str = "trajectory", eps: float = EPS,
+    rewards: torch.Tensor,
+    traj_ids: Sequence[Hashable],
+    step_ids: torch.Tensor,
+    group_ids: Sequence[Hashable],
+    anchors: Sequence[Hashable],
+    *,
+    gamma: float = 0.95,
+    step_weight: float = 1.0,
+    norm: str = "std",
+    episode_stats: str = "trajectory",
+    eps: float = EPS,
 ) -> torch.Tensor:
     """GiGPO over step rows, A = A_E + w * A_S; ``rewards`` (N,) float tensor, returns (N,)."""
     if norm not in NORMS or episode_stats not in EPISODE_STATS:
-        raise ValueError(f"norm={norm!r} (valid: {NORMS}), episode_stats={episode_stats!r} (valid: {EPISODE_STATS})")
+        raise ValueError(
+            f"norm={norm!r} (valid: {NORMS}), episode_stats={episode_stats!r} (valid: {EPISODE_STATS})"
+        )
     device = rewards.device
     episode = grpo_advantages(rewards, traj_ids, group_ids, norm=norm, eps=eps, episode_stats=episode_stats)
     traj = _ids(traj_ids, device)
@@ -69,8 +83,13 @@ def gigpo_advantages(
 
 
 def grpo_advantages(
-    rewards: torch.Tensor, traj_ids: Sequence[Hashable], group_ids: Sequence[Hashable], *, norm: str = "std",
-    eps: float = EPS, episode_stats: str = "trajectory",
+    rewards: torch.Tensor,
+    traj_ids: Sequence[Hashable],
+    group_ids: Sequence[Hashable],
+    *,
+    norm: str = "std",
+    eps: float = EPS,
+    episode_stats: str = "trajectory",
 ) -> torch.Tensor:
     """GRPO over step rows: the group-normalised episode return of each row's trajectory. (N,) -> (N,)"""
     device = rewards.device

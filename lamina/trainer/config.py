@@ -22,6 +22,7 @@ class EnvConfig:
         kwargs: passed to the environment's constructor.
         train_tasks: training tasks are the seeds 0..train_tasks-1 (None: any seed below 2**31).
         eval_seed_offset: evaluation tasks use seeds from here on, apart from training seeds.
+        eval_kwargs: merged over ``kwargs`` for the evaluation environments (e.g. another split).
     """
 
     name: str = "textworld"
@@ -29,6 +30,7 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     train_tasks: int | None = None
     eval_seed_offset: int = 100_000
+    eval_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

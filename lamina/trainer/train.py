@@ -85,10 +85,9 @@ def compute_advantages(cfg: RunConfig, batch: RolloutBatch) -> np.ndarray:
     )
 
 
-def make_envs(cfg: RunConfig, count: int) -> list:
-    return [
-        make_env(cfg.env.name, max_episode_steps=cfg.env.max_steps, **cfg.env.kwargs) for _ in range(count)
-    ]
+def make_envs(cfg: RunConfig, count: int, evaluation: bool = False) -> list:
+    kwargs = {**cfg.env.kwargs, **(cfg.env.eval_kwargs if evaluation else {})}
+    return [make_env(cfg.env.name, max_episode_steps=cfg.env.max_steps, **kwargs) for _ in range(count)]
 
 
 def evaluate(cfg: RunConfig, policy: HFPolicy, envs: list, episodes: int, progress=None) -> dict:
@@ -228,7 +227,11 @@ def train(cfg: RunConfig) -> Path:
         if cfg.eval.episodes > 0:
             model.eval()
             progress.start_eval(cfg.eval.episodes)
-            result = evaluate(cfg, policy, envs, cfg.eval.episodes, progress)
+            eval_envs = make_envs(cfg, len(envs), evaluation=True) if cfg.env.eval_kwargs else envs
+            result = evaluate(cfg, policy, eval_envs, cfg.eval.episodes, progress)
+            if eval_envs is not envs:
+                for env in eval_envs:
+                    env.close()
             (out / "eval.json").write_text(json.dumps(result, indent=1))
     for env in envs:
         env.close()

@@ -21,7 +21,9 @@ def step_batches(draw):
     for g in range(draw(st.integers(1, 3))):
         for _ in range(draw(st.integers(1, 4))):
             for s in range(draw(st.integers(1, 5))):
-                rows.append((draw(st.floats(-2, 10, allow_nan=False)), traj_id, s, g, draw(st.sampled_from("abc"))))
+                rows.append(
+                    (draw(st.floats(-2, 10, allow_nan=False)), traj_id, s, g, draw(st.sampled_from("abc")))
+                )
             traj_id += 1
     rows = [rows[i] for i in draw(st.permutations(range(len(rows))))]
     return [list(col) for col in zip(*rows, strict=True)]
@@ -31,14 +33,33 @@ def step_batches(draw):
 @given(step_batches(), st.sampled_from(["std", "none"]), st.sampled_from(["trajectory", "steps"]))
 def test_torch_matches_numpy(batch, norm, episode_stats):
     rewards, traj, step, group, anchors = batch
-    expected = compute_gigpo_advantages(rewards, traj, step, group, anchors, gamma=0.9, step_weight=0.5,
-                                        norm=norm, episode_stats=episode_stats)
-    got = ta.gigpo_advantages(torch.tensor(rewards, dtype=torch.float64), traj, torch.tensor(step), group, anchors,
-                              gamma=0.9, step_weight=0.5, norm=norm, episode_stats=episode_stats)
+    expected = compute_gigpo_advantages(
+        rewards,
+        traj,
+        step,
+        group,
+        anchors,
+        gamma=0.9,
+        step_weight=0.5,
+        norm=norm,
+        episode_stats=episode_stats,
+    )
+    got = ta.gigpo_advantages(
+        torch.tensor(rewards, dtype=torch.float64),
+        traj,
+        torch.tensor(step),
+        group,
+        anchors,
+        gamma=0.9,
+        step_weight=0.5,
+        norm=norm,
+        episode_stats=episode_stats,
+    )
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
     np.testing.assert_allclose(
         ta.grpo_advantages(torch.tensor(rewards, dtype=torch.float64), traj, group, norm=norm).numpy(),
-        compute_grpo_advantages(rewards, traj, group, norm=norm), atol=1e-6,
+        compute_grpo_advantages(rewards, traj, group, norm=norm),
+        atol=1e-6,
     )
 
 
@@ -47,16 +68,28 @@ def test_gigpo_is_registered_in_verl_and_token_level():
 
     fn = verl_core.get_adv_estimator_fn("gigpo")
     rewards = [0.0, 0.0, 1.0, 0.0, -0.1, 0.0]
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.float32)
+    mask = torch.tensor(
+        [[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.float32
+    )
     token_rewards = torch.zeros(6, 3)
     for i, r in enumerate(rewards):  # the step reward sits on the row's last response token
         token_rewards[i, int(mask[i].sum()) - 1] = r
-    non_tensor = {"uid": np.array(["g"] * 6, dtype=object), "traj_uid": np.array([0, 0, 0, 1, 1, 1]),
-                  "step_id": np.array([0, 1, 2, 0, 1, 2]), "anchor": np.array(list("stussst"[:6]), dtype=object)}
-    adv, returns = fn(token_level_rewards=token_rewards, response_mask=mask, index=non_tensor["uid"],
-                      config={"gigpo": {"gamma": 0.5}}, non_tensor_batch=non_tensor)
-    row = compute_gigpo_advantages(rewards, [0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], ["g"] * 6,
-                                   list("stussst"[:6]), gamma=0.5)
+    non_tensor = {
+        "uid": np.array(["g"] * 6, dtype=object),
+        "traj_uid": np.array([0, 0, 0, 1, 1, 1]),
+        "step_id": np.array([0, 1, 2, 0, 1, 2]),
+        "anchor": np.array(list("stussst"[:6]), dtype=object),
+    }
+    adv, returns = fn(
+        token_level_rewards=token_rewards,
+        response_mask=mask,
+        index=non_tensor["uid"],
+        config={"gigpo": {"gamma": 0.5}},
+        non_tensor_batch=non_tensor,
+    )
+    row = compute_gigpo_advantages(
+        rewards, [0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], ["g"] * 6, list("stussst"[:6]), gamma=0.5
+    )
     torch.testing.assert_close(adv, torch.tensor(row, dtype=torch.float32)[:, None] * mask)
     assert torch.equal(adv, returns) and torch.all(adv[mask == 0] == 0)
     with pytest.raises(ValueError, match="traj_uid"):

@@ -97,9 +97,43 @@ def test_console_script_lists_envs():
 
 @pytest.mark.parametrize("algorithm", ["gigpo", "dr_grpo", "rloo"])
 def test_each_algorithm_runs_end_to_end(algorithm, tmp_path):
-    cfg = compose_config([*FAST, f"algorithm={algorithm}", "trainer.iterations=1", "eval.episodes=0",
-                          f"trainer.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            *FAST,
+            f"algorithm={algorithm}",
+            "trainer.iterations=1",
+            "eval.episodes=0",
+            f"trainer.output_dir={tmp_path}",
+        ]
+    )
     assert cfg.algorithm.estimator == {"dr_grpo": "grpo"}.get(algorithm, algorithm)
     train(cfg)
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert 0 < record["anchor_mean_cluster_size"] and 0 <= record["anchor_shared_fraction"] <= 1
+
+
+@pytest.mark.parametrize("env", ["alfworld", "webshop", "sokoban"])
+def test_each_environment_trains_end_to_end(env, tmp_path):
+    extra = []
+    if env == "alfworld":
+        from conftest import shared_path
+
+        data = shared_path("alfworld", "json_2.1.1")
+        extra = [f"env.kwargs.data_path={data}", "env.kwargs.task_types=[pick_and_place_simple]"]
+    cfg = compose_config(
+        [
+            *FAST,
+            f"env={env}",
+            "env.train_tasks=null",
+            "env.max_steps=2",
+            "rollout.batch_size=1",
+            "trainer.iterations=1",
+            "eval.episodes=1",
+            f"trainer.output_dir={tmp_path}",
+            *extra,
+        ]
+    )
+    train(cfg)
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["rows"] >= 2
+    assert json.loads((tmp_path / "eval.json").read_text())["episodes"] == 1

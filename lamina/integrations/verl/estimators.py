@@ -71,7 +71,11 @@ def compute_gigpo_outcome_advantage(
     row_rewards = (token_level_rewards * response_mask).sum(-1).double()
     steps = torch.as_tensor([int(s) for s in batch["step_id"]], device=row_rewards.device)
     advantages = gigpo_advantages(
-        row_rewards, list(batch["traj_uid"]), steps, list(groups), list(batch["anchor"]),
+        row_rewards,
+        list(batch["traj_uid"]),
+        steps,
+        list(groups),
+        list(batch["anchor"]),
         **_options(config, kwargs),
     )
     token_advantages = advantages.to(token_level_rewards.dtype)[:, None] * response_mask
