@@ -18,12 +18,12 @@ commands:
   eval      evaluate a checkpoint        (not yet)
   sweep     layer study                  (not yet)
   compare   compare two sweeps           (not yet)
-  play      play an environment yourself (not yet)
+  play      play an environment yourself lamina play env=sokoban [seed=N] [env.kwargs.KEY=VALUE]
   envs      list registered environments
   bench     the benchmark table          (not yet)
   export    export a checkpoint          (not yet)
 """
-NOT_YET = ("eval", "sweep", "compare", "play", "bench", "export")
+NOT_YET = ("eval", "sweep", "compare", "bench", "export")
 
 
 class UsageError(Exception):
@@ -78,18 +78,25 @@ def cmd_envs(overrides: Sequence[str]) -> int:
     from lamina.envs import registered_envs
     from lamina.envs.registry import SHORT_NAMES
 
+    env_ids = registered_envs()  # loads plugins, which adds their short names
     short = {v: k for k, v in SHORT_NAMES.items()}
-    for env_id in registered_envs():
+    for env_id in env_ids:
         spec = gym.spec(env_id)
         print(f"{env_id:28s} {short.get(env_id, ''):12s} {spec.entry_point}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "envs": cmd_envs}
+def cmd_play(overrides: Sequence[str]) -> int:
+    from lamina.play import cmd_play as run_play
+
+    return run_play(overrides)
+
+
+COMMANDS = {"train": cmd_train, "envs": cmd_envs, "play": cmd_play}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lamina.trainer.train import ConfigError
+    from lamina.errors import ConfigError
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):

@@ -111,7 +111,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         envs = _EnvSlice(env_name, count, env_kwargs, max_episode_steps)
-    except BaseException as error:  # noqa: BLE001 - any constructor failure must reach the parent
+    except BaseException as error:  # any constructor failure must reach the parent, not hang it
         conn.send(_error_reply(error))
         conn.close()
         return
@@ -134,7 +134,12 @@ def _worker_main(
                 reply = ("error", f"unknown command {command!r}", "")
         except Exception as error:
             reply = _error_reply(error)
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):  # the parent is gone
+            break
+        except Exception as error:  # an info value that cannot be pickled: report it, keep serving
+            conn.send(_error_reply(error))
     envs.close()
     conn.close()
 
@@ -280,7 +285,9 @@ class EnvGroupRunner:
                     lost.append(worker)
                 elif status == "ok":
                     for i, (observation, info) in zip(worker.env_indices, payload, strict=True):
-                        self._records[i] = _EnvRecord(observation, False, False, info, False, True)
+                        self._records[i] = _EnvRecord(
+                            observation, info=info, needs_reset=False, ever_reset=True
+                        )
             self._restart(lost)
             self._raise_errors(replies)
             if not lost:
@@ -421,8 +428,14 @@ class EnvGroupRunner:
             reply = worker.conn.recv()
         except (EOFError, OSError):
             worker.process.join(1.0)
+            # Dying before the first reply is mostly the spawn pitfall: the worker re-imports the
+            # parent's __main__, which starts a runner at import time.
             raise EnvConstructionError(
-                self._construction_message(f"the worker died (exit code {worker.process.exitcode})")
+                self._construction_message(
+                    f"the worker died before it was ready (exit code {worker.process.exitcode}); its "
+                    "stderr above says why. A script that starts workers must do so under "
+                    "`if __name__ == '__main__':` (workers are spawned and import the main module)."
+                )
             ) from None
         if reply[0] != "ok":
             raise EnvConstructionError(

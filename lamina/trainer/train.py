@@ -19,6 +19,7 @@ from lamina.agents.policy import HFPolicy
 from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs import make as make_env
 from lamina.envs import resolve_env_id
+from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lamina.trainer.config import RunConfig
 from lamina.trainer.layers import (
@@ -31,10 +32,6 @@ from lamina.trainer.layers import (
 from lamina.trainer.progress import TrainingProgress
 from lamina.trainer.rollout import RolloutBatch, collect_rollouts
 from lamina.trainer.update import ppo_update
-
-
-class ConfigError(ValueError):
-    """A bad setting, found before any model work; the message names the value and what is valid."""
 
 
 def validate(cfg: RunConfig) -> list[int]:

@@ -89,18 +89,19 @@ def test_greedy_ties_take_the_first(policy, prompts):
 
 
 def test_same_seed_same_choices_and_valid_actions(policy, prompts):
+    # Equal token lengths: the random model scores them alike, so sampling really varies.
+    compass = [["go north", "go south", "go east", "go west"]] * len(prompts)
+
     def run(seed, micro_batch_size=2):
         policy.micro_batch_size = micro_batch_size
-        gen = torch.Generator().manual_seed(seed)
         try:
-            return [
-                c.index for c in policy.choose(prompts * 4, CANDIDATES * 4, temperature=5.0, generator=gen)
-            ]
+            gen = torch.Generator().manual_seed(seed)
+            return [c.index for c in policy.choose(prompts * 2, compass * 2, generator=gen)]
         finally:
             policy.micro_batch_size = 2
 
     assert run(1) == run(1) == run(1, micro_batch_size=16)  # sampling order does not depend on batching
-    assert len({tuple(run(seed)) for seed in range(4)}) > 1
+    assert len({tuple(run(seed)) for seed in range(3)}) > 1
     for c, actions in zip(policy.choose(prompts, CANDIDATES), CANDIDATES, strict=True):
         parsed = parse_action(c.text, actions)
         assert parsed.valid and parsed.action == c.action

@@ -142,7 +142,8 @@ def _entry_point_module(env_id: str) -> str:
 
 def conformance_ids() -> list[str]:
     """Registered ids with an entry point under ``lamina.``, plus the explicitly listed ones."""
-    listed = {*EXTRA_IDS, *filter(None, os.environ.get("LAMINA_CONFORMANCE_IDS", "").split(","))}
+    from_env = os.environ.get("LAMINA_CONFORMANCE_IDS", "").split(",")
+    listed = {*EXTRA_IDS, *(i.strip() for i in from_env if i.strip())}
     registered = lamina_envs.registered_envs()
     missing = sorted(listed - set(registered))
     if missing:
@@ -154,32 +155,25 @@ ENV_IDS = conformance_ids()
 
 
 class EnvCache:
-    """One environment per id for the whole module (ALFWorld loads take seconds), plus fresh builds."""
+    """Environments built once for the whole module (ALFWorld loads take seconds), by id and copy."""
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        self._envs: dict[str, gym.Env] = {}
-        self._fresh: list[gym.Env] = []
+        self._envs: dict[tuple[str, int], gym.Env] = {}
 
     def case(self, env_id: str) -> EnvCase:
         return CASES.get(env_id, EnvCase())
 
-    def build(self, env_id: str) -> gym.Env:
-        """A new instance (closed with the cache)."""
-        env = lamina_envs.make(env_id, **self.case(env_id).kwargs(self.tmp))
-        self._fresh.append(env)
-        return env
-
-    def get(self, env_id: str) -> tuple[gym.Env, int]:
-        """The cached instance and the seed to play it with."""
-        if env_id not in self._envs:
-            env = lamina_envs.make(env_id, **self.case(env_id).kwargs(self.tmp))
-            self._envs[env_id] = env
-        env = self._envs[env_id]
+    def get(self, env_id: str, copy: int = 0) -> tuple[gym.Env, int]:
+        """Cached instance number ``copy`` (built on first use) and the seed to play it with."""
+        key = (env_id, copy)
+        if key not in self._envs:
+            self._envs[key] = lamina_envs.make(env_id, **self.case(env_id).kwargs(self.tmp))
+        env = self._envs[key]
         return env, self.case(env_id).seed(env)
 
     def close(self) -> None:
-        for env in [*self._envs.values(), *self._fresh]:
+        for env in self._envs.values():
             env.close()
 
 
@@ -197,7 +191,9 @@ def assert_contract_info(info: dict[str, Any], after_reset: bool = False) -> Non
     assert not missing, f"info lacks {sorted(missing)}"
     assert isinstance(info["task"], str) and info["task"].strip(), info["task"]
     admissible = info["admissible_actions"]
-    assert admissible is None or (isinstance(admissible, list) and all(isinstance(a, str) for a in admissible))
+    assert admissible is None or (
+        isinstance(admissible, list) and all(isinstance(a, str) for a in admissible)
+    )
     assert isinstance(info["anchor"], Hashable)
     hash(info["anchor"])
     assert isinstance(info["won"], bool) and isinstance(info["action_valid"], bool)
@@ -282,7 +278,7 @@ def test_same_seed_same_task_and_trajectory(cache: EnvCache, env_id: str, policy
     env, seed = cache.get(env_id)
     first = trajectory(env, seed, policy)
     second = trajectory(env, seed, policy)  # the same instance, after an episode
-    third = trajectory(cache.build(env_id), seed, policy)  # a fresh copy, as in a GRPO group
+    third = trajectory(cache.get(env_id, copy=1)[0], seed, policy)  # another copy, as in a GRPO group
     assert first[0][1]["task"] == second[0][1]["task"] == third[0][1]["task"]
     assert first == second == third
 

@@ -1,0 +1,5 @@
+"""Errors that reach the command line as one line and exit status 2."""
+
+
+class ConfigError(ValueError):
+    """A bad setting, found before any model work; the message names the value and what is valid."""
