@@ -65,6 +65,12 @@ class HFPolicy:
             encoded = encoded["input_ids"]
         return list(encoded)
 
+    def act(
+        self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
+    ) -> list[Generation]:
+        """One response per prompt; free text, so ``admissible`` is only checked by the parser."""
+        return self.generate(prompts, temperature=temperature)
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], temperature: float = 1.0) -> list[Generation]:
         """Samples one response per prompt (greedy when ``temperature == 0``), in micro-batches."""

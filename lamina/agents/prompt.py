@@ -30,12 +30,15 @@ class PromptConfig:
         think: ask for ``<think>`` reasoning before the action.
         system_prompt: the system instruction.
         max_observation_chars: longer observations are cut (from the start) to this many characters.
+        mode: ``generate`` (free text with tags) or ``choose`` (the model's likelihood over the
+            admissible actions picks one; every action is valid).
     """
 
     history: int = 2
     think: bool = False
     system_prompt: str = SYSTEM_PROMPT
     max_observation_chars: int = 2000
+    mode: str = "generate"
 
 
 @dataclass

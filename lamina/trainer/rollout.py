@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from lamina.agents.parsing import parse_action
-from lamina.agents.policy import HFPolicy
+from lamina.agents.policy import Generation
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
+from lamina.envs.runner import EnvGroupRunner
+
+ROW_FIELDS = ("prompt", "response", "logp", "reward", "traj", "step", "group", "anchor", "valid", "text")
 
 
 @dataclass
@@ -28,6 +31,8 @@ class RolloutConfig:
         max_new_tokens: response budget per step.
         micro_batch_size: prompts per ``generate`` call.
         invalid_penalty: subtracted from the reward of a step whose action is invalid.
+        env_workers: worker processes stepping the environments (0: in this process; worth it
+            only for slow engines such as ALFWorld).
     """
 
     group_size: int = 4
@@ -36,6 +41,7 @@ class RolloutConfig:
     max_new_tokens: int = 48
     micro_batch_size: int = 16
     invalid_penalty: float = 0.1
+    env_workers: int = 0
 
 
 @dataclass
@@ -97,9 +103,19 @@ class RolloutBatch:
         return float(1.0 - self.action_valid.mean()) if len(self.action_valid) else 0.0
 
 
+class Policy(Protocol):
+    """What a rollout needs from a policy (``HFPolicy``, ``ChoicePolicy``)."""
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def act(
+        self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
+    ) -> list[Generation]: ...
+
+
 def collect_rollouts(
-    policy: HFPolicy,
-    envs: Sequence[gym.Env],
+    policy: Policy,
+    runner: EnvGroupRunner,
     task_seeds: Sequence[int],
     group_size: int,
     *,
@@ -109,30 +125,25 @@ def collect_rollouts(
     invalid_penalty: float,
     on_step: Callable[[int, int], None] | None = None,
 ) -> RolloutBatch:
-    """Plays ``len(task_seeds) * group_size`` episodes; ``envs`` holds one env per episode.
+    """Plays ``len(task_seeds) * group_size`` episodes on the runner's first environments.
 
     Trajectory ``t`` is copy ``t % group_size`` of task ``t // group_size``; its group id is the
-    task's index in ``task_seeds``. ``on_step(step, active)`` is called after every lock-step.
+    task's index in ``task_seeds``. Environments beyond those are reset but never stepped.
+    ``on_step(step, active)`` is called after every lock-step.
     """
     n_traj = len(task_seeds) * group_size
-    if len(envs) < n_traj:
+    if runner.num_envs < n_traj:
         raise ValueError(
-            f"need {n_traj} environments for {len(task_seeds)} tasks x {group_size}, got {len(envs)}"
+            f"need {n_traj} environments for {len(task_seeds)} tasks x {group_size}, got {runner.num_envs}"
         )
-    observations, infos, memories = [], [], []
-    for t in range(n_traj):
-        obs, info = envs[t].reset(seed=int(task_seeds[t // group_size]))
-        observations.append(obs)
-        infos.append(info)
-        memories.append(EpisodeMemory(task=info["task"]))
+    seeds = [int(task_seeds[t // group_size]) for t in range(n_traj)]
+    observations, infos = runner.reset(seeds + [seeds[0]] * (runner.num_envs - n_traj))
+    memories = [EpisodeMemory(task=info["task"]) for info in infos[:n_traj]]
     done = [False] * n_traj
     returns = np.zeros(n_traj)
     won = np.zeros(n_traj, dtype=bool)
     lengths = np.zeros(n_traj, dtype=np.int64)
-    rows: dict[str, list] = {
-        k: []
-        for k in ("prompt", "response", "logp", "reward", "traj", "step", "group", "anchor", "valid", "text")
-    }
+    rows: dict[str, list] = {key: [] for key in ROW_FIELDS}
     for step in range(max_steps):
         active = [t for t in range(n_traj) if not done[t]]
         if not active:
@@ -145,32 +156,38 @@ def collect_rollouts(
             )
             for t in active
         ]
-        generations = policy.generate(prompts, temperature=temperature)
+        generations = policy.act(prompts, [infos[t]["admissible_actions"] for t in active], temperature)
+        parsed = {
+            t: parse_action(g.text, infos[t]["admissible_actions"])
+            for t, g in zip(active, generations, strict=True)
+        }
+        actions: list[str | None] = [None] * runner.num_envs
+        for t in active:
+            actions[t] = parsed[t].action
+        next_obs, rewards, terminated, truncated, next_infos = runner.step(actions)
         for t, prompt, gen in zip(active, prompts, generations, strict=True):
-            parsed = parse_action(gen.text, infos[t]["admissible_actions"])
-            anchor = infos[t]["anchor"]
-            obs, reward, terminated, truncated, info = envs[t].step(parsed.action)
-            valid = parsed.valid and info.get("action_valid", True)
-            reward = float(reward) - (0.0 if valid else invalid_penalty)
-            memories[t].steps.append((observations[t], parsed.action or gen.text.strip()[:200]))
-            observations[t], infos[t] = obs, info
+            valid = parsed[t].valid and next_infos[t].get("action_valid", True)
+            reward = float(rewards[t]) - (0.0 if valid else invalid_penalty)
+            memories[t].steps.append((observations[t], parsed[t].action or gen.text.strip()[:200]))
+            values = (
+                torch.as_tensor(prompt),
+                gen.response_ids,
+                gen.log_probs,
+                reward,
+                t,
+                step,
+                t // group_size,
+                infos[t]["anchor"],
+                valid,
+                gen.text,
+            )
+            for key, value in zip(ROW_FIELDS, values, strict=True):
+                rows[key].append(value)
+            observations[t], infos[t] = next_obs[t], next_infos[t]
             returns[t] += reward
             lengths[t] += 1
-            won[t] = bool(info.get("won", False))
-            done[t] = bool(terminated or truncated)
-            for key, value in (
-                ("prompt", torch.as_tensor(prompt)),
-                ("response", gen.response_ids),
-                ("logp", gen.log_probs),
-                ("reward", reward),
-                ("traj", t),
-                ("step", step),
-                ("group", t // group_size),
-                ("anchor", anchor),
-                ("valid", valid),
-                ("text", gen.text),
-            ):
-                rows[key].append(value)
+            won[t] = bool(next_infos[t].get("won", False))
+            done[t] = bool(terminated[t] or truncated[t])
         if on_step is not None:
             on_step(step, len(active))
     return RolloutBatch(

@@ -8,16 +8,18 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.models import load_model, model_num_blocks
+from lamina.agents.choose import ChoicePolicy
 from lamina.agents.policy import HFPolicy
 from lamina.algorithms.advantages import anchor_stats, get_estimator
-from lamina.envs import make as make_env
 from lamina.envs import resolve_env_id
 from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -30,7 +32,8 @@ from lamina.trainer.layers import (
     trainable_parameter_names,
 )
 from lamina.trainer.progress import TrainingProgress
-from lamina.trainer.rollout import RolloutBatch, collect_rollouts
+from lamina.envs.runner import EnvGroupRunner
+from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
 from lamina.trainer.update import ppo_update
 
 
@@ -52,6 +55,10 @@ def validate(cfg: RunConfig) -> list[int]:
             raise ConfigError(f"rollout.{key}={getattr(cfg.rollout, key)} must be >= 1")
     if cfg.trainer.iterations < 0 or cfg.env.max_steps < 1:
         raise ConfigError("trainer.iterations must be >= 0 and env.max_steps >= 1")
+    if cfg.agent.mode not in ("generate", "choose"):
+        raise ConfigError(f"agent.mode={cfg.agent.mode!r}; valid: generate, choose")
+    if cfg.rollout.env_workers < 0:
+        raise ConfigError(f"rollout.env_workers={cfg.rollout.env_workers} must be >= 0 (0: in this process)")
     if cfg.backend != "native":
         raise ConfigError(f"backend={cfg.backend!r} is not available yet; valid: native")
     return blocks
@@ -82,20 +89,39 @@ def compute_advantages(cfg: RunConfig, batch: RolloutBatch) -> np.ndarray:
     )
 
 
-def make_envs(cfg: RunConfig, count: int, evaluation: bool = False) -> list:
+def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGroupRunner:
+    """``count`` environments, in ``rollout.env_workers`` worker processes (0: in this process)."""
     kwargs = {**cfg.env.kwargs, **(cfg.env.eval_kwargs if evaluation else {})}
-    return [make_env(cfg.env.name, max_episode_steps=cfg.env.max_steps, **kwargs) for _ in range(count)]
+    return EnvGroupRunner(
+        cfg.env.name,
+        count,
+        num_workers=cfg.rollout.env_workers,
+        env_kwargs=kwargs,
+        max_episode_steps=cfg.env.max_steps,
+    )
 
 
-def evaluate(cfg: RunConfig, policy: HFPolicy, envs: list, episodes: int, progress=None) -> dict:
+def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
+    """``agent.mode=generate``: free text in tags; ``choose``: the model's likelihood over admissible actions."""
+    if cfg.agent.mode == "choose":
+        return ChoicePolicy(model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
+    return HFPolicy(
+        model,
+        tokenizer,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        micro_batch_size=cfg.rollout.micro_batch_size,
+    )
+
+
+def evaluate(cfg: RunConfig, policy: Policy, runner: EnvGroupRunner, episodes: int, progress=None) -> dict:
     """Plays ``episodes`` held-out tasks once each; success rate with a 95% Wilson interval."""
     seeds = [cfg.env.eval_seed_offset + i for i in range(episodes)]
     won, returns = [], []
-    for start in range(0, episodes, len(envs)):
-        chunk = seeds[start : start + len(envs)]
+    for start in range(0, episodes, runner.num_envs):
+        chunk = seeds[start : start + runner.num_envs]
         batch = collect_rollouts(
             policy,
-            envs,
+            runner,
             chunk,
             1,
             max_steps=cfg.env.max_steps,
@@ -126,6 +152,105 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+@dataclass
+class Learner:
+    """The model and what updates it: trainable names and tensors, optimizer, KL reference."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    names: list[str]
+    trainable: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    reference: ReferenceWeights | None
+
+
+def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
+    model, tokenizer = load_model(cfg.model)
+    names = trainable_parameter_names(
+        model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
+    )
+    trainable = apply_layer_selection(model, names)
+    groups = (
+        param_groups(model, names, cfg.trainer.lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)]
+    )
+    optimizer = torch.optim.AdamW(groups, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
+    reference = ReferenceWeights(trainable) if cfg.algorithm.loss.kl_coef > 0 and trainable else None
+    return Learner(model, tokenizer, names, trainable, optimizer, reference)
+
+
+def resume(cfg: RunConfig, learner: Learner, out: Path) -> int:
+    """Loads the newest good checkpoint when ``trainer.resume``; returns the next iteration."""
+    ckpt = latest_checkpoint(out) if cfg.trainer.resume else None
+    if ckpt is None:
+        return 0
+    state = load_checkpoint(ckpt, learner.model, learner.optimizer)
+    if learner.reference is not None and (ckpt / "reference.pt").exists():
+        learner.reference.initial = torch.load(ckpt / "reference.pt")
+    torch.manual_seed(cfg.trainer.seed + state["iteration"] + 1)
+    return state["iteration"] + 1
+
+
+def run_iteration(
+    cfg: RunConfig,
+    iteration: int,
+    learner: Learner,
+    policy: Policy,
+    runner: EnvGroupRunner,
+    progress,
+    generator: torch.Generator,
+) -> dict:
+    """One rollout -> advantages -> update cycle; returns its metrics record."""
+    t0 = time.perf_counter()
+    learner.model.eval()
+    batch = collect_rollouts(
+        policy,
+        runner,
+        task_seeds(cfg, iteration),
+        cfg.rollout.group_size,
+        max_steps=cfg.env.max_steps,
+        prompt_cfg=cfg.agent,
+        temperature=cfg.rollout.temperature,
+        invalid_penalty=cfg.rollout.invalid_penalty,
+        on_step=progress.on_rollout_step,
+    )
+    t1 = time.perf_counter()
+    advantages = compute_advantages(cfg, batch)
+    update = {}
+    if learner.trainable:
+        update = ppo_update(
+            learner.model,
+            learner.optimizer,
+            learner.trainable,
+            batch.prompt_ids,
+            batch.response_ids,
+            batch.old_log_probs,
+            advantages,
+            cfg.algorithm.loss,
+            cfg.trainer.update,
+            learner.tokenizer.pad_token_id,
+            cfg.algorithm.loss.loss_scale_factor or cfg.rollout.max_new_tokens,
+            # choose mode scores actions at temperature 1; generate samples at the rollout temperature
+            1.0 if cfg.agent.mode == "choose" else cfg.rollout.temperature,
+            learner.reference,
+            generator,
+        )
+    return {
+        "iteration": iteration,
+        "success_rate": batch.success_rate,
+        "mean_return": batch.mean_return,
+        "invalid_action_rate": batch.invalid_action_rate,
+        "loss": update.get("loss", 0.0),
+        "kl": update.get("kl", 0.0),
+        "rows": len(batch),
+        "mean_response_tokens": float(np.mean([len(r) for r in batch.response_ids])),
+        **{k: v for k, v in update.items() if k not in ("loss", "kl")},
+        **anchor_stats(batch.group_ids, batch.anchors),
+        "env_worker_restarts": runner.restarts,
+        "rollout_s": t1 - t0,
+        "update_s": time.perf_counter() - t1,
+    }
+
+
 def train(cfg: RunConfig) -> Path:
     """Runs training (and evaluation) and returns the output folder."""
     blocks = validate(cfg)
@@ -134,102 +259,37 @@ def train(cfg: RunConfig) -> Path:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     torch.manual_seed(cfg.trainer.seed)
     generator = torch.Generator().manual_seed(cfg.trainer.seed)
-
-    model, tokenizer = load_model(cfg.model)
-    names = trainable_parameter_names(
-        model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
-    )
-    trainable = apply_layer_selection(model, names)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, names, cfg.trainer.lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)],
-        lr=cfg.trainer.lr,
-        weight_decay=cfg.trainer.weight_decay,
-    )
-    reference = ReferenceWeights(trainable) if cfg.algorithm.loss.kl_coef > 0 and trainable else None
-    policy = HFPolicy(
-        model,
-        tokenizer,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        micro_batch_size=cfg.rollout.micro_batch_size,
-    )
-    envs = make_envs(cfg, cfg.rollout.batch_size * cfg.rollout.group_size)
-
-    start = 0
-    if cfg.trainer.resume and (ckpt := latest_checkpoint(out)) is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
-        start = state["iteration"] + 1
-        if reference is not None and (ckpt / "reference.pt").exists():
-            reference.initial = torch.load(ckpt / "reference.pt")
-        torch.manual_seed(cfg.trainer.seed + start)
-
-    metrics_file = (out / "metrics.jsonl").open("a" if start else "w")
-    with TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress:
+    learner = build_learner(cfg, blocks)
+    policy = make_policy(cfg, learner.model, learner.tokenizer)
+    start = resume(cfg, learner, out)
+    with (
+        make_runner(cfg, cfg.rollout.batch_size * cfg.rollout.group_size) as runner,
+        TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress,
+        (out / "metrics.jsonl").open("a" if start else "w") as metrics_file,
+    ):
         for iteration in range(start, cfg.trainer.iterations):
-            t0 = time.perf_counter()
-            model.eval()
-            batch = collect_rollouts(
-                policy,
-                envs,
-                task_seeds(cfg, iteration),
-                cfg.rollout.group_size,
-                max_steps=cfg.env.max_steps,
-                prompt_cfg=cfg.agent,
-                temperature=cfg.rollout.temperature,
-                invalid_penalty=cfg.rollout.invalid_penalty,
-                on_step=progress.on_rollout_step,
-            )
-            t1 = time.perf_counter()
-            advantages = compute_advantages(cfg, batch)
-            update = {}
-            if trainable:
-                update = ppo_update(
-                    model,
-                    optimizer,
-                    trainable,
-                    batch.prompt_ids,
-                    batch.response_ids,
-                    batch.old_log_probs,
-                    advantages,
-                    cfg.algorithm.loss,
-                    cfg.trainer.update,
-                    tokenizer.pad_token_id,
-                    cfg.algorithm.loss.loss_scale_factor or cfg.rollout.max_new_tokens,
-                    cfg.rollout.temperature,
-                    reference,
-                    generator,
-                )
-            t2 = time.perf_counter()
-            record = {
-                "iteration": iteration,
-                "success_rate": batch.success_rate,
-                "mean_return": batch.mean_return,
-                "invalid_action_rate": batch.invalid_action_rate,
-                "loss": update.get("loss", 0.0),
-                "kl": update.get("kl", 0.0),
-                "rows": len(batch),
-                "mean_response_tokens": float(np.mean([len(r) for r in batch.response_ids])),
-                **{k: v for k, v in update.items() if k not in ("loss", "kl")},
-                **anchor_stats(batch.group_ids, batch.anchors),
-                "rollout_s": t1 - t0,
-                "update_s": t2 - t1,
-            }
+            record = run_iteration(cfg, iteration, learner, policy, runner, progress, generator)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             progress.end_iteration(record)
-            last = iteration == cfg.trainer.iterations - 1
-            if last or (cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0):
-                extras = {"reference.pt": reference.initial} if reference is not None else {}
-                save_checkpoint(out, iteration, model, names, optimizer, {"blocks": blocks}, extras)
-        metrics_file.close()
+            if iteration == cfg.trainer.iterations - 1 or (
+                cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0
+            ):
+                extras = {"reference.pt": learner.reference.initial} if learner.reference is not None else {}
+                save_checkpoint(
+                    out,
+                    iteration,
+                    learner.model,
+                    learner.names,
+                    learner.optimizer,
+                    {"blocks": blocks},
+                    extras,
+                )
         if cfg.eval.episodes > 0:
-            model.eval()
+            learner.model.eval()
             progress.start_eval(cfg.eval.episodes)
-            eval_envs = make_envs(cfg, len(envs), evaluation=True) if cfg.env.eval_kwargs else envs
-            result = evaluate(cfg, policy, eval_envs, cfg.eval.episodes, progress)
-            if eval_envs is not envs:
-                for env in eval_envs:
-                    env.close()
+            count = min(cfg.eval.episodes, runner.num_envs)
+            with make_runner(cfg, count, evaluation=True) as eval_runner:
+                result = evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
             (out / "eval.json").write_text(json.dumps(result, indent=1))
-    for env in envs:
-        env.close()
     return out
