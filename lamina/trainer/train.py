@@ -16,11 +16,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lamina.agents.models import load_model, model_num_blocks
 from lamina.agents.choose import ChoicePolicy
+from lamina.agents.models import load_model, model_num_blocks
 from lamina.agents.policy import HFPolicy
 from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs import resolve_env_id
+from lamina.envs.runner import EnvGroupRunner
 from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lamina.trainer.config import RunConfig
@@ -32,7 +33,6 @@ from lamina.trainer.layers import (
     trainable_parameter_names,
 )
 from lamina.trainer.progress import TrainingProgress
-from lamina.envs.runner import EnvGroupRunner
 from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
 from lamina.trainer.update import ppo_update
 
@@ -102,7 +102,7 @@ def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGrou
 
 
 def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
-    """``agent.mode=generate``: free text in tags; ``choose``: the model's likelihood over admissible actions."""
+    """The policy of ``agent.mode``: ``generate`` (free text in tags) or ``choose`` (likelihood over actions)."""
     if cfg.agent.mode == "choose":
         return ChoicePolicy(model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
     return HFPolicy(
