@@ -102,7 +102,7 @@ def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGrou
 
 
 def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
-    """The policy of ``agent.mode``: ``generate`` (free text in tags) or ``choose`` (likelihood over actions)."""
+    """The policy of ``agent.mode``: ``generate`` (text in tags) or ``choose`` (likelihood of actions)."""
     if cfg.agent.mode == "choose":
         return ChoicePolicy(model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
     return HFPolicy(
