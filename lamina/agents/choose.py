@@ -118,6 +118,17 @@ class ChoicePolicy:
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [list(ids) + [self.tokenizer.eos_token_id] for ids in encoded]
 
+    def act(
+        self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
+    ) -> list[Generation]:
+        """The rollout's entry point: ``choose`` over each prompt's admissible actions."""
+        if any(actions is None for actions in admissible):
+            raise ValueError(
+                "agent.mode=choose needs admissible actions, but this environment's action space is open; "
+                "use agent.mode=generate"
+            )
+        return self.choose(prompts, admissible, temperature)  # type: ignore[arg-type]
+
     @torch.no_grad()
     def choose(
         self,

@@ -121,3 +121,15 @@ def test_bad_inputs_raise(policy, prompts):
         policy.choose(prompts[:2], [["look"]])
     with pytest.raises(ValueError, match="template"):
         ChoicePolicy(policy.model, policy.tokenizer, template="<action></action>")
+
+
+@torch.no_grad()
+def test_eager_attention_scores_like_sdpa(policy, prompts, tiny_model):
+    tiny_model.set_attn_implementation("eager")
+    eager = ChoicePolicy(tiny_model, policy.tokenizer, micro_batch_size=3)
+    continuations = [policy.continuation_ids(c) for c in CANDIDATES]
+    for got, want in zip(
+        eager.score(prompts, continuations), policy.score(prompts, continuations), strict=True
+    ):
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, atol=2e-4, rtol=0)

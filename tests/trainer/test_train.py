@@ -137,3 +137,41 @@ def test_each_environment_trains_end_to_end(env, tmp_path):
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert record["rows"] >= 2
     assert json.loads((tmp_path / "eval.json").read_text())["episodes"] == 1
+
+
+def test_choose_mode_with_gigpo_updates_the_block(tmp_path):
+    """Choose mode: every action is valid. On Sokoban a random walk revisits states at different
+    steps, so GiGPO's step advantages are non-zero and the chosen block really gets a gradient."""
+    cfg = compose_config(
+        [
+            *FAST,
+            "agent.mode=choose",
+            "env=sokoban",
+            "algorithm=gigpo",
+            "env.max_steps=4",
+            "rollout.group_size=4",
+            "trainer.iterations=1",
+            "eval.episodes=0",
+            f"trainer.output_dir={tmp_path}",
+        ]
+    )
+    train(cfg)
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["invalid_action_rate"] == 0.0 and record["grad_norm"] > 0
+    assert record["anchor_shared_fraction"] > 0
+    assert record["mean_response_tokens"] < 10  # "<action>up</action>" + EOS, not free text
+
+
+def test_choose_mode_refuses_open_action_spaces(tmp_path):
+    cfg = compose_config(
+        [
+            *FAST,
+            "agent.mode=choose",
+            "env=arithmetic",
+            "trainer.iterations=1",
+            "eval.episodes=0",
+            f"trainer.output_dir={tmp_path}",
+        ]
+    )
+    with pytest.raises(ValueError, match="agent.mode=generate"):
+        train(cfg)
