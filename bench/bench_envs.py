@@ -32,6 +32,7 @@ from typing import Any
 
 import lamina.envs
 from lamina.envs.runner import EnvGroupRunner
+from lamina.envs.textworld import request_infos
 
 TEXTWORLD_GAMES = 4  # treasure_hunter level 1 games 0..3 (generated once, ~5 s each, then cached)
 ALFWORLD_GAMES = 4  # the smallest (quickest to load) games of valid_seen
@@ -65,16 +66,7 @@ class RawTextWorld:
         if path != self.path:
             if self.engine is not None:
                 self.engine.close()
-            infos = textworld.EnvInfos(
-                admissible_commands=True,
-                facts=True,
-                objective=True,
-                won=True,
-                lost=True,
-                score=True,
-                max_score=True,
-                extras=["walkthrough"],
-            )
+            infos = request_infos()
             self.engine, self.path = textworld.start(path, request_infos=infos), path
         self.engine.reset()
 

@@ -82,6 +82,16 @@ def episode_returns(rewards: np.ndarray, traj_ids: Sequence[Hashable]) -> tuple[
     return traj, returns
 
 
+def trajectory_groups(
+    rewards: np.ndarray, traj_ids: Sequence[Hashable], group_ids: Sequence[Hashable]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(traj index per row (N,), return per trajectory (T,), group index per trajectory (T,))``."""
+    traj, returns = episode_returns(rewards, traj_ids)
+    traj_group = np.zeros(len(returns), dtype=np.int64)
+    traj_group[traj] = dense_ids(group_ids)
+    return traj, returns, traj_group
+
+
 def discounted_returns(
     rewards: np.ndarray, traj_ids: Sequence[Hashable], step_ids: Sequence[int], gamma: float
 ) -> np.ndarray:
@@ -111,12 +121,9 @@ def _episode_advantage(
 ) -> np.ndarray:
     if episode_stats not in EPISODE_STATS:
         raise ValueError(f"episode_stats={episode_stats!r}; valid: {', '.join(EPISODE_STATS)}")
-    traj, returns = episode_returns(rewards, traj_ids)
-    groups = dense_ids(group_ids)
+    traj, returns, traj_group = trajectory_groups(rewards, traj_ids, group_ids)
     if episode_stats == "steps":  # statistics over step rows, as verl-agent's reference does
-        return _normalise_within(returns[traj], groups, norm, eps)
-    traj_group = np.zeros(len(returns), dtype=np.int64)
-    traj_group[traj] = groups
+        return _normalise_within(returns[traj], traj_group[traj], norm, eps)
     return _normalise_within(returns, traj_group, norm, eps)[traj]
 
 
@@ -174,9 +181,7 @@ def compute_rloo_advantages(
     """RLOO: A_i = R_i - mean_{j != i} R_j over the group's trajectories; singleton groups give 0."""
     rewards = np.asarray(rewards, dtype=np.float64)
     _check("none", len(rewards), traj_ids, group_ids)
-    traj, returns = episode_returns(rewards, traj_ids)
-    traj_group = np.zeros(len(returns), dtype=np.int64)
-    traj_group[traj] = dense_ids(group_ids)
+    traj, returns, traj_group = trajectory_groups(rewards, traj_ids, group_ids)
     count = np.bincount(traj_group).astype(np.float64)[traj_group]
     centred = _normalise_within(returns, traj_group, "none", EPS)
     loo = np.where(count > 1, centred * count / np.maximum(count - 1, 1), 0.0)
@@ -193,9 +198,7 @@ def compute_reinforce_pp_advantages(
     """REINFORCE++ (baseline variant): subtract the group mean return, then whiten across the batch."""
     rewards = np.asarray(rewards, dtype=np.float64)
     _check("none", len(rewards), traj_ids, group_ids)
-    traj, returns = episode_returns(rewards, traj_ids)
-    traj_group = np.zeros(len(returns), dtype=np.int64)
-    traj_group[traj] = dense_ids(group_ids)
+    traj, returns, traj_group = trajectory_groups(rewards, traj_ids, group_ids)
     count = np.bincount(traj_group)[traj_group]
     centred = np.where(count > 1, _normalise_within(returns, traj_group, "none", eps), 0.0)
     if len(centred) < 2:

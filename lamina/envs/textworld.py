@@ -72,6 +72,23 @@ def game_path(challenge: str, settings: dict[str, Any], game_seed: int, root: Pa
     return target
 
 
+def request_infos():
+    """What the environment asks TextWorld for: admissible commands and facts on every step, the
+    walkthrough once (no per-step ``policy_commands``, which replans after every step)."""
+    import textworld
+
+    return textworld.EnvInfos(
+        admissible_commands=True,
+        facts=True,
+        objective=True,
+        won=True,
+        lost=True,
+        score=True,
+        max_score=True,
+        extras=["walkthrough"],
+    )
+
+
 def _clean(text: str, objective: str | None = None) -> str:
     """Strips TextWorld's ASCII-art banner and the trailing ``>`` prompt."""
     if objective and objective in text:
@@ -135,16 +152,7 @@ class TextWorldEnv(TextEnv):
             return
         if self._engine is not None:
             self._engine.close()
-        infos = textworld.EnvInfos(
-            admissible_commands=True,
-            facts=True,
-            objective=True,
-            won=True,
-            lost=True,
-            score=True,
-            max_score=True,
-            extras=["walkthrough"],
-        )
+        infos = request_infos()
         with warnings.catch_warnings():
             # jericho warns that TextWorld's own z8 games lack its per-game hints; lamina reads
             # score and state from TextWorld, not from jericho's change detection.

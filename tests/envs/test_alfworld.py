@@ -6,15 +6,14 @@ each); the ``slow`` test runs the planner expert on 30 games of both splits.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
+from conftest import shared_path
 
 from lamina.envs.alfworld import SPLITS, TASK_TYPES, ALFWorldEnv
 from lamina.envs.registry import register
-from lamina.paths import shared_dir
 
 # One quick game per task type (under json_2.1.1/), picked by timing load + reset + plan: about 1 s
 # each, 3 s for the kitchen ones (heat, cool), where other games take up to minutes to plan.
@@ -82,21 +81,9 @@ BAD_ACTIONS = [
 ]
 
 
-def shared_or_skip() -> Path:
-    """The shared ALFWorld data folder; skips when it is absent, fails instead when ``CI=true``."""
-    shared = shared_dir()
-    data = shared / "alfworld" if shared is not None else None
-    if data is None or not (data / "json_2.1.1").is_dir():
-        reason = f"shared ALFWorld games not found ({data or '../shared'}/json_2.1.1); set LAMINA_SHARED"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return data
-
-
 @pytest.fixture(scope="module")
 def data() -> Path:
-    return shared_or_skip()
+    return shared_path("alfworld", "json_2.1.1").parent
 
 
 @pytest.fixture(scope="module")
