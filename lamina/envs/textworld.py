@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,22 @@ def game_path(challenge: str, settings: dict[str, Any], game_seed: int, root: Pa
         options.seeds = game_seed
         options.path = str(Path(tmp) / target.name)
         options.file_ext = ".z8"
-        game = make_game(dict(settings), options)
-        compiled = Path(textworld.generator.compile_game(game, options))
+        with quiet_jericho():  # the generator replays the walkthrough through jericho
+            game = make_game(dict(settings), options)
+            compiled = Path(textworld.generator.compile_game(game, options))
         # The .json describes the game for the engine; move it first, the .z8 marks completion.
         os.replace(compiled.with_suffix(".json"), target.with_suffix(".json"))
         os.replace(compiled, target)
     return target
+
+
+@contextmanager
+def quiet_jericho():
+    """jericho warns that TextWorld's own z8 games lack its per-game hints; lamina reads score and
+    state from TextWorld, not from jericho's change detection."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not fully supported")
+        yield
 
 
 def request_infos():
@@ -153,10 +164,7 @@ class TextWorldEnv(TextEnv):
         if self._engine is not None:
             self._engine.close()
         infos = request_infos()
-        with warnings.catch_warnings():
-            # jericho warns that TextWorld's own z8 games lack its per-game hints; lamina reads
-            # score and state from TextWorld, not from jericho's change detection.
-            warnings.filterwarnings("ignore", message=".*is not fully supported")
+        with quiet_jericho():
             self._engine = textworld.start(str(path), request_infos=infos)
         self._engine_path = path
 

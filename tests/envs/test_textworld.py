@@ -68,3 +68,27 @@ def test_bad_challenge_names_valid_ones():
 def test_unknown_env_names_valid_ones():
     with pytest.raises(ValueError, match="textworld"):
         envs.resolve_env_id("zork")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("challenge", "settings"),
+    [
+        ("tw-simple", {}),
+        ("tw-coin_collector", {"level": 2}),
+        ("tw-treasure_hunter", {"level": 3}),
+        ("tw-cooking", {"recipe": 1, "take": 1, "go": 1}),
+    ],
+)
+def test_every_challenge_generates_and_its_walkthrough_wins(challenge, settings, tmp_path):
+    env = envs.make("textworld", challenge=challenge, settings=settings, game_dir=str(tmp_path))
+    _, info = env.reset(seed=11)
+    assert info["task"] and info["admissible_actions"]
+    steps = 0
+    while (action := env.unwrapped.expert_action()) is not None and steps < 100:
+        _, _, terminated, _, info = env.step(action)
+        steps += 1
+        if terminated:
+            break
+    env.close()
+    assert info["won"], f"{challenge}: walkthrough did not win after {steps} steps"
