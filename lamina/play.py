@@ -156,17 +156,8 @@ def play(
             if action is None:
                 print_fn(f"no action number {command}; choose 1..{len(admissible or [])}")
                 continue
-            observation, reward, terminated, truncated, info = env.step(action)
+            info = _take_step(env, action, episode, print_fn)
             total_steps += 1
-            episode.steps += 1
-            episode.episode_return += float(reward)
-            episode.won = bool(info.get("won", False))
-            episode.done = bool(terminated or truncated)
-            print_fn(f"Action: {action}")
-            _show(print_fn, observation, info)
-            print_fn(_status(float(reward), episode, info, bool(truncated)))
-            if episode.done:
-                print_fn("The episode is over: :r plays again, :q quits.")
         else:
             print_fn(f"Stopped after max_steps={max_steps} steps.")
     finally:
@@ -180,6 +171,21 @@ def play(
         "done": episode.done,
         "episodes": episodes,
     }
+
+
+def _take_step(env: Any, action: str, episode: Episode, print_fn: Callable[[str], Any]) -> dict[str, Any]:
+    """Steps the environment, updates the episode and shows the result; returns the new info."""
+    observation, reward, terminated, truncated, info = env.step(action)
+    episode.steps += 1
+    episode.episode_return += float(reward)
+    episode.won = bool(info.get("won", False))
+    episode.done = bool(terminated or truncated)
+    print_fn(f"Action: {action}")
+    _show(print_fn, observation, info)
+    print_fn(_status(float(reward), episode, info, bool(truncated)))
+    if episode.done:
+        print_fn("The episode is over: :r plays again, :q quits.")
+    return info
 
 
 def parse_play_overrides(overrides: Sequence[str]) -> tuple[str, dict[str, Any], int, int | None]:

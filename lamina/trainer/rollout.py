@@ -190,6 +190,10 @@ def collect_rollouts(
             done[t] = bool(terminated[t] or truncated[t])
         if on_step is not None:
             on_step(step, len(active))
+    return _to_batch(rows, returns, won, lengths)
+
+
+def _to_batch(rows: dict[str, list], returns: np.ndarray, won: np.ndarray, lengths: np.ndarray):
     return RolloutBatch(
         prompt_ids=rows["prompt"],
         response_ids=rows["response"],
