@@ -86,6 +86,8 @@ def parse_layers(spec: object, num_blocks: int) -> list[int]:
             blocks = list(range(lo, hi + 1))
         elif re.fullmatch(r"-?\d+", text):
             blocks = [int(text)]
+        elif re.fullmatch(r"\[\s*(-?\d+\s*(,\s*-?\d+\s*)*)?\]", text):  # "[10, 11]" as text
+            blocks = [int(b) for b in text[1:-1].split(",") if b.strip()]
         else:
             raise ValueError(f"layers={spec!r} is not a layer spec; valid forms: {valid_forms}")
     elif isinstance(spec, int) and not isinstance(spec, bool):

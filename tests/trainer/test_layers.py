@@ -26,6 +26,7 @@ from lamina.trainer.update import UpdateConfig, ppo_update
         ([12, 10, 11, 11], [10, 11, 12]),
         ("10-14", [10, 11, 12, 13, 14]),
         ("7", [7]),
+        ("[3, 1]", [1, 3]),
         (5, [5]),
         ("middle:1", [15]),
         ("middle:4", [13, 14, 15, 16]),
