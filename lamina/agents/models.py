@@ -133,7 +133,13 @@ def model_num_blocks(cfg: ModelConfig) -> int:
     if cfg.path:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(cfg.path)
+        try:
+            config = AutoConfig.from_pretrained(cfg.path)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"model.path={cfg.path!r} is neither a model folder nor a reachable HF model id "
+                f"({type(err).__name__}); valid: a local folder with config.json, or an HF id"
+            ) from None
         text_config = getattr(config, "text_config", None) or config
         for key in ("num_hidden_layers", "n_layer", "num_layers"):
             if getattr(text_config, key, None):

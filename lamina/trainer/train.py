@@ -170,6 +170,7 @@ def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
         model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
     )
     trainable = apply_layer_selection(model, names)
+    # AdamW refuses an empty parameter list; with layers=none it holds one unused placeholder.
     groups = (
         param_groups(model, names, cfg.trainer.lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)]
     )

@@ -79,6 +79,8 @@ def test_resume_continues_from_newest_checkpoint(tmp_path):
         ("rollout.group_size=1", "rollout.group_size=1: algorithm 'grpo'"),
         ("algorithm=ppo2", "unknown algorithm 'ppo2'; valid: "),
         ("trainer.iterationz=3", "bad override"),
+        ("model.path=/nonexistent/model", "model.path='/nonexistent/model' is neither a model folder"),
+        ("agent.mode=guess", "agent.mode='guess'; valid: generate, choose"),
     ],
 )
 def test_bad_overrides_fail_with_one_line(override, expected, capsys, tmp_path):
