@@ -118,6 +118,10 @@ class ChoicePolicy:
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [list(ids) + [self.tokenizer.eos_token_id] for ids in encoded]
 
+    def log_prob_temperature(self, sampling_temperature: float) -> float:
+        """Token log-probs are recorded at temperature 1 whatever T spreads the choice."""
+        return 1.0
+
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
     ) -> list[Generation]:

@@ -65,6 +65,10 @@ class HFPolicy:
             encoded = encoded["input_ids"]
         return list(encoded)
 
+    def log_prob_temperature(self, sampling_temperature: float) -> float:
+        """The temperature its recorded log-probs use, so the update recomputes them alike."""
+        return sampling_temperature
+
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
     ) -> list[Generation]:

@@ -6,7 +6,7 @@ batch = collect_rollouts(policy, envs, task_seeds=[3, 7], group_size=8, cfg=roll
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -17,7 +17,7 @@ from lamina.agents.policy import Generation
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs.runner import EnvGroupRunner
 
-ROW_FIELDS = ("prompt", "response", "logp", "reward", "traj", "step", "group", "anchor", "valid", "text")
+ROW_FIELDS = ("prompt", "response", "logp", "reward", "traj", "step", "group", "anchor", "valid")
 
 
 @dataclass
@@ -64,7 +64,6 @@ class RolloutBatch:
     episode_returns: np.ndarray  # (T,)
     episode_won: np.ndarray  # (T,) bool
     episode_lengths: np.ndarray  # (T,)
-    texts: list[str] = field(default_factory=list)  # (N,) decoded responses, for logs
 
     def __post_init__(self):
         n = len(self.prompt_ids)
@@ -107,6 +106,8 @@ class Policy(Protocol):
     """What a rollout needs from a policy (``HFPolicy``, ``ChoicePolicy``)."""
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def log_prob_temperature(self, sampling_temperature: float) -> float: ...
 
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
@@ -179,7 +180,6 @@ def collect_rollouts(
                 t // group_size,
                 infos[t]["anchor"],
                 valid,
-                gen.text,
             )
             for key, value in zip(ROW_FIELDS, values, strict=True):
                 rows[key].append(value)
@@ -207,5 +207,4 @@ def _to_batch(rows: dict[str, list], returns: np.ndarray, won: np.ndarray, lengt
         episode_returns=returns,
         episode_won=won,
         episode_lengths=lengths,
-        texts=rows["text"],
     )

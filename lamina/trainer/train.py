@@ -230,8 +230,7 @@ def run_iteration(
             cfg.trainer.update,
             learner.tokenizer.pad_token_id,
             cfg.algorithm.loss.loss_scale_factor or cfg.rollout.max_new_tokens,
-            # choose mode scores actions at temperature 1; generate samples at the rollout temperature
-            1.0 if cfg.agent.mode == "choose" else cfg.rollout.temperature,
+            policy.log_prob_temperature(cfg.rollout.temperature),
             learner.reference,
             generator,
         )

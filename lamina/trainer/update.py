@@ -76,6 +76,28 @@ def _pad_right(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     return out
 
 
+@torch.no_grad()
+def reference_log_probs(
+    model: PreTrainedModel,
+    reference: ReferenceWeights,
+    prompt_ids: Sequence[torch.Tensor],
+    response_ids: Sequence[torch.Tensor],
+    pad_id: int,
+    temperature: float,
+    micro_batch_size: int,
+) -> list[torch.Tensor]:
+    """Per-row (R_i,) log-probs under the reference weights, computed once per batch (the reference
+    does not change across PPO epochs and mini-batches)."""
+    out: list[torch.Tensor] = []
+    with reference.swapped_in():
+        for start in range(0, len(prompt_ids), micro_batch_size):
+            chunk = range(start, min(start + micro_batch_size, len(prompt_ids)))
+            rows = pack_rows([prompt_ids[i] for i in chunk], [response_ids[i] for i in chunk], pad_id)
+            log_probs, _ = response_log_probs(model, rows, temperature)
+            out.extend(log_probs[j, : len(response_ids[i])].cpu() for j, i in enumerate(chunk))
+    return out
+
+
 @dataclass
 class UpdateConfig:
     """Optimisation settings (part of the ``trainer`` group)."""
@@ -110,6 +132,12 @@ def ppo_update(
     n = len(prompt_ids)
     mini = update_cfg.mini_batch_size or n
     totals: dict[str, list[float]] = {}
+    ref_rows = None
+    if reference is not None and loss_cfg.kl_coef > 0:
+        model.eval()
+        ref_rows = reference_log_probs(
+            model, reference, prompt_ids, response_ids, pad_id, temperature, update_cfg.micro_batch_size
+        )
     model.train()
     for _ in range(update_cfg.ppo_epochs):
         order = (
@@ -129,10 +157,7 @@ def ppo_update(
                 width = rows.response_ids.shape[1]
                 old = _pad_right([old_log_probs[i] for i in micro], width)
                 adv = torch.as_tensor(row_advantages[micro], dtype=torch.float32)[:, None].expand(-1, width)
-                ref = None
-                if reference is not None and loss_cfg.kl_coef > 0:
-                    with torch.no_grad(), reference.swapped_in():
-                        ref, _ = response_log_probs(model, rows, temperature)
+                ref = _pad_right([ref_rows[i] for i in micro], width) if ref_rows is not None else None
                 log_probs, entropy = response_log_probs(model, rows, temperature, loss_cfg.entropy_coef > 0)
                 loss, metrics = policy_loss(
                     log_probs, old, adv, rows.response_mask, actor, loss_cfg, ref, entropy

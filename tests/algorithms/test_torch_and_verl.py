@@ -33,27 +33,10 @@ def step_batches(draw):
 @given(step_batches(), st.sampled_from(["std", "none"]), st.sampled_from(["trajectory", "steps"]))
 def test_torch_matches_numpy(batch, norm, episode_stats):
     rewards, traj, step, group, anchors = batch
-    expected = compute_gigpo_advantages(
-        rewards,
-        traj,
-        step,
-        group,
-        anchors,
-        gamma=0.9,
-        step_weight=0.5,
-        norm=norm,
-        episode_stats=episode_stats,
-    )
+    options = dict(gamma=0.9, step_weight=0.5, norm=norm, episode_stats=episode_stats)
+    expected = compute_gigpo_advantages(rewards, traj, step, group, anchors, **options)
     got = ta.gigpo_advantages(
-        torch.tensor(rewards, dtype=torch.float64),
-        traj,
-        torch.tensor(step),
-        group,
-        anchors,
-        gamma=0.9,
-        step_weight=0.5,
-        norm=norm,
-        episode_stats=episode_stats,
+        torch.tensor(rewards, dtype=torch.float64), traj, torch.tensor(step), group, anchors, **options
     )
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
     np.testing.assert_allclose(
