@@ -6,7 +6,6 @@ lamina train env=textworld algorithm=grpo layers=[15] trainer.iterations=10
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from lamina.envs.runner import EnvGroupRunner
 from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lamina.trainer.config import RunConfig
+from lamina.trainer.evaluate import evaluate
 from lamina.trainer.layers import (
     ReferenceWeights,
     apply_layer_selection,
@@ -111,45 +111,6 @@ def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
         max_new_tokens=cfg.rollout.max_new_tokens,
         micro_batch_size=cfg.rollout.micro_batch_size,
     )
-
-
-def evaluate(cfg: RunConfig, policy: Policy, runner: EnvGroupRunner, episodes: int, progress=None) -> dict:
-    """Plays ``episodes`` held-out tasks once each; success rate with a 95% Wilson interval."""
-    seeds = [cfg.env.eval_seed_offset + i for i in range(episodes)]
-    won, returns = [], []
-    for start in range(0, episodes, runner.num_envs):
-        chunk = seeds[start : start + runner.num_envs]
-        batch = collect_rollouts(
-            policy,
-            runner,
-            chunk,
-            1,
-            max_steps=cfg.env.max_steps,
-            prompt_cfg=cfg.agent,
-            temperature=cfg.eval.temperature,
-            invalid_penalty=cfg.rollout.invalid_penalty,
-        )
-        won.extend(batch.episode_won.tolist())
-        returns.extend(batch.episode_returns.tolist())
-        if progress is not None:
-            progress.advance_eval(len(chunk))
-    rate = float(np.mean(won)) if won else 0.0
-    return {
-        "success_rate": rate,
-        "ci95": wilson_interval(int(sum(won)), len(won)),
-        "episodes": len(won),
-        "mean_return": float(np.mean(returns)) if returns else 0.0,
-    }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 @dataclass
