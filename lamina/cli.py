@@ -21,9 +21,10 @@ commands:
   play      play an environment yourself lamina play env=sokoban [seed=N] [env.kwargs.KEY=VALUE]
   envs      list registered environments
   bench     the benchmark table          (not yet)
-  export    export a checkpoint          (not yet)
+  export    a run as an HF model folder  lamina export checkpoint=runs/default out=exported/default
+  sft       supervised warm start        lamina sft env=alfworld agent.mode=generate sft.episodes=32
 """
-NOT_YET = ("eval", "sweep", "compare", "bench", "export")
+NOT_YET = ("eval", "sweep", "compare", "bench")
 
 
 class UsageError(Exception):
@@ -92,11 +93,31 @@ def cmd_play(overrides: Sequence[str]) -> int:
     return run_play(overrides)
 
 
-COMMANDS = {"train": cmd_train, "envs": cmd_envs, "play": cmd_play}
+def cmd_export(overrides: Sequence[str]) -> int:
+    from lamina.export import export_checkpoint, parse_export_args
+
+    try:
+        args = parse_export_args(overrides)
+        out = export_checkpoint(args["checkpoint"], args["out"])
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"exported: {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+    return 0
+
+
+def cmd_sft(overrides: Sequence[str]) -> int:
+    from lamina.trainer.sft import compose_sft_config, sft
+
+    out = sft(compose_sft_config(overrides))
+    print(f"done: {out} (start RL from it: lamina train init_from={out})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "envs": cmd_envs, "play": cmd_play, "export": cmd_export, "sft": cmd_sft}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lamina.errors import ConfigError
+    from lamina.errors import ConfigError, TrainingStopped
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -114,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as err:
         print(f"lamina: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStopped as err:
+        print(f"lamina: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A bad setting, found before any model work; the message names the value and what is valid."""
+
+
+class TrainingStopped(RuntimeError):
+    """A run stopped on purpose (e.g. too many non-finite updates); one line, exit status 1."""

@@ -1,14 +1,20 @@
 """The ``choose`` action mode: the policy is the model's own likelihood over the admissible actions.
 
-pi(a | s) is proportional to exp(log p(a | prompt) / T) (GLAM, Carta et al. 2023), so every action is
-valid. A candidate's continuation is ``template.format(action=a)`` followed by EOS, and its score is
-the sum of its token log-probs (temperature 1) given the prompt.
+pi(a | s) = softmax_k(s_k / T) (GLAM, Carta et al. 2023), so every action is valid. A candidate's
+continuation is ``template.format(action=a)`` followed by EOS; its score s_k is the sum of its token
+log-probs given the prompt (``score="sum"``) or their mean (``score="mean"``, TWOSOME's
+normalisation against the bias towards short actions).
 
 Scoring shares each prompt's KV cache across its candidates. One forward runs the (left-padded)
 prompts; a second runs, per prompt row, all of its candidates packed one after another, with a 4D
 attention mask in which every candidate token sees the prompt and the earlier tokens of its own
 candidate only, and positions that restart after the prompt for each candidate. Each prompt is thus
 encoded once, and its cache is neither copied nor repeated per candidate.
+
+The update uses the same packed forward with gradients: log pi(a|s) = s_a/T - logsumexp_k(s_k/T),
+whose gradient (1/T)(grad s_a - sum_k pi_k grad s_k) is the policy's own. The chosen continuation's
+token log-probs alone would give A * grad s_a, which is biased (non-zero in expectation even when
+the advantage is the same for every action).
 
     policy = ChoicePolicy(model, tokenizer)
     choices = policy.choose([policy.encode(messages)], [["go north", "look"]], temperature=1.0)
@@ -22,25 +28,29 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lamina.agents.logprobs import autocast_context, decoder, gather_log_probs
 from lamina.agents.policy import Generation, HFPolicy, left_pad
 
 # Custom 4D masks are passed through unchanged by these attention implementations.
 MASKABLE_ATTENTION = ("sdpa", "eager")
+SCORE_MODES = ("sum", "mean")
 
 
 @dataclass
 class Choice(Generation):
     """A chosen action: the ``Generation`` of its continuation plus the candidate distribution.
 
-    ``response_ids``/``log_probs`` (R,) are the chosen continuation's tokens and their temperature-1
-    log-probs; ``text`` is its template text. ``scores`` and ``probs`` (K,) are the candidates'
-    summed log-probs and the sampling distribution softmax(scores / T); ``index`` is the chosen one.
+    ``response_ids`` (R,) is the chosen continuation, ``text`` its template text, and ``log_probs``
+    (1,) the action's log-probability log pi(a|s) under the sampling distribution. ``scores`` and
+    ``probs`` (K,) are the candidates' scores and softmax(scores / T); ``index`` is the chosen one;
+    ``candidates`` holds the K continuations' token ids (the update re-scores them all).
     """
 
     action: str = ""
     index: int = 0
     scores: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     probs: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    candidates: list[list[int]] = field(default_factory=list)
 
 
 def candidate_distribution(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,6 +84,110 @@ def _packed_mask(prompt_mask: torch.Tensor, segments: torch.Tensor, dtype: torch
     return mask[:, None]
 
 
+def _compute_dtype(body: torch.nn.Module, device: torch.device) -> torch.dtype:
+    """The dtype attention runs in: autocast's when it is on, else the model's."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(body.parameters()).dtype
+
+
+@dataclass
+class PackedScores:
+    """Token log-probs of every candidate of B prompts, from one shared-cache forward.
+
+    ``first`` (B, K_max): log p(first token of candidate k | prompt). ``rest`` (B, Q): at packed
+    position j, log p(packed token j + 1 | ...), meaningful where ``follows[b, j]`` (token j + 1
+    belongs to the same candidate as token j). ``segments`` (B, Q): candidate of each packed token,
+    -1 on padding. ``lengths`` (B, K_max): tokens per candidate, 0 where a row has fewer.
+    ``starts[b][k]``: packed offset of candidate k.
+    """
+
+    first: torch.Tensor
+    rest: torch.Tensor
+    segments: torch.Tensor
+    follows: torch.Tensor
+    lengths: torch.Tensor
+    starts: list[list[int]]
+
+    def candidate_scores(self, mode: str) -> torch.Tensor:
+        """(B, K_max) scores (sum or mean of token log-probs); -inf where a row has no candidate k."""
+        b, k_max = self.first.shape
+        contrib = torch.where(self.follows, self.rest, torch.zeros_like(self.rest))
+        total = self.first.clone()
+        total = total.scatter_add(1, self.segments.clamp(min=0), contrib)  # padding adds 0 to slot 0
+        if mode == "mean":
+            total = total / self.lengths.clamp(min=1).to(total.dtype)
+        return total.masked_fill(self.lengths == 0, float("-inf"))
+
+    def token_log_probs(self, row: int, k: int) -> torch.Tensor:
+        """(R_k,) token log-probs of candidate k of row ``row``."""
+        n, start = int(self.lengths[row, k]), self.starts[row][k]
+        return torch.cat([self.first[row, k].reshape(1), self.rest[row, start : start + n - 1]])
+
+
+def packed_scores(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+) -> PackedScores:
+    """Runs the two shared-cache forwards (differentiable when autograd is on), on the model's device."""
+    device = next(model.parameters()).device
+    body = decoder(model)
+    # 1. The prompts, left padded: their cache and the hidden state of their last position.
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)  # (B, P)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    with autocast_context(model):
+        out = body(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True,
+        )
+    cache, last_hidden = out.past_key_values, out.last_hidden_state[:, -1]  # (B, H)
+
+    # 2. Each row's candidates packed one after another, right padded to Q.
+    b = len(prompts)
+    q = max(sum(len(c) for c in conts) for conts in continuations)
+    k_max = max(len(conts) for conts in continuations)
+    ids = torch.full((b, q), pad_id, dtype=torch.long)
+    segments = torch.full((b, q), -1, dtype=torch.long)
+    positions = torch.zeros((b, q), dtype=torch.long)
+    first_ids = torch.full((b, k_max), pad_id, dtype=torch.long)
+    lengths = torch.zeros((b, k_max), dtype=torch.long)
+    starts: list[list[int]] = []
+    for row, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
+        offset, row_starts = 0, []
+        for k, cont in enumerate(conts):
+            if not cont:
+                raise ValueError(f"continuation {k} of a prompt is empty")
+            n = len(cont)
+            ids[row, offset : offset + n] = torch.as_tensor(cont, dtype=torch.long)
+            segments[row, offset : offset + n] = k
+            positions[row, offset : offset + n] = len(prompt) + torch.arange(n)
+            first_ids[row, k], lengths[row, k] = cont[0], n
+            row_starts.append(offset)
+            offset += n
+        starts.append(row_starts)
+    ids, segments, positions = ids.to(device), segments.to(device), positions.to(device)
+    with autocast_context(model):
+        mask = _packed_mask(prompt_mask, segments, _compute_dtype(body, device))
+        hidden = body(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        ).last_hidden_state  # (B, Q, H): packed position j predicts packed token j + 1 of its candidate
+        del cache
+        # 3. A candidate's first token comes from the prompt's last hidden state, the rest from the
+        #    previous packed position (chunked head: no (B, Q, V) log-softmax copy).
+        first, _ = gather_log_probs(
+            model, last_hidden[:, None].expand(-1, k_max, -1), first_ids.to(device)
+        )  # (B, K_max)
+        next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, Q); the wrapped column is unused
+        rest, _ = gather_log_probs(model, hidden, next_ids)
+    next_segments = torch.cat([segments[:, 1:], torch.full_like(segments[:, :1], -1)], dim=1)
+    follows = (segments >= 0) & (next_segments == segments)
+    return PackedScores(first, rest, segments, follows, lengths.to(device), starts)
+
+
 class ChoicePolicy:
     """Chooses among admissible actions by the model's likelihood of each one's continuation.
 
@@ -81,10 +195,13 @@ class ChoicePolicy:
         model: a causal LM whose attention accepts custom 4D masks (``sdpa`` or ``eager``).
         tokenizer: its tokenizer; ``eos_token_id`` ends every continuation.
         micro_batch_size: prompts per forward; the candidate forward of a micro-batch holds
-            ``micro_batch_size x (sum of its candidates' tokens) x vocab`` logits.
+            ``micro_batch_size x (sum of its candidates' tokens)`` positions.
         template: the continuation of an action; must contain ``{action}``. With the default,
             ``parse_action(text, admissible)`` maps the returned text back to the action.
+        score: ``sum`` or ``mean`` of a continuation's token log-probs.
     """
+
+    max_response_units = 1  # the update's unit is the action: one log-prob per row
 
     def __init__(
         self,
@@ -93,9 +210,12 @@ class ChoicePolicy:
         *,
         micro_batch_size: int = 16,
         template: str = "<action>{action}</action>",
+        score: str = "sum",
     ):
         if "{action}" not in template:
             raise ValueError(f"template {template!r} must contain '{{action}}'")
+        if score not in SCORE_MODES:
+            raise ValueError(f"agent.choose_score={score!r}; valid: {', '.join(SCORE_MODES)}")
         attention = getattr(model.config, "_attn_implementation", None)
         if attention not in MASKABLE_ATTENTION:
             raise ValueError(
@@ -108,6 +228,7 @@ class ChoicePolicy:
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size
         self.template = template
+        self.score_mode = score
 
     # HFPolicy.encode reads only ``self.tokenizer``: both policies build prompts the same way.
     encode = HFPolicy.encode
@@ -117,10 +238,6 @@ class ChoicePolicy:
         texts = [self.template.format(action=a) for a in actions]
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [list(ids) + [self.tokenizer.eos_token_id] for ids in encoded]
-
-    def log_prob_temperature(self, sampling_temperature: float) -> float:
-        """Token log-probs are recorded at temperature 1 whatever T spreads the choice."""
-        return 1.0
 
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
@@ -163,10 +280,9 @@ class ChoicePolicy:
             if not prompt:
                 raise ValueError(f"prompt {i} is empty")
         continuations = [self.continuation_ids(actions) for actions in candidates]
-        token_log_probs = self.score(prompts, continuations)
+        all_scores = self.candidate_scores(prompts, continuations)
         choices: list[Generation] = []
-        for actions, conts, lps in zip(candidates, continuations, token_log_probs, strict=True):
-            scores = torch.stack([lp.sum() for lp in lps])  # (K,)
+        for actions, conts, scores in zip(candidates, continuations, all_scores, strict=True):
             probs = candidate_distribution(scores, temperature)
             if temperature > 0:
                 index = int(torch.multinomial(probs, 1, generator=generator))
@@ -175,94 +291,87 @@ class ChoicePolicy:
             choices.append(
                 Choice(
                     response_ids=torch.tensor(conts[index], dtype=torch.long),
-                    log_probs=lps[index],
+                    log_probs=torch.log(probs[index].double()).float().reshape(1),
                     text=self.template.format(action=actions[index]),
                     action=actions[index],
                     index=index,
                     scores=scores,
                     probs=probs,
+                    candidates=conts,
                 )
             )
         return choices
 
+    def _micro_batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
+        return [order[s : s + self.micro_batch_size] for s in range(0, len(order), self.micro_batch_size)]
+
+    @torch.no_grad()
+    def candidate_scores(
+        self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]]
+    ) -> list[torch.Tensor]:
+        """Each prompt's (K_i,) float32 CPU candidate scores (``score`` mode), in micro-batches."""
+        results: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+        for chunk in self._micro_batches(prompts):
+            packed = packed_scores(
+                self.model, [prompts[i] for i in chunk], [continuations[i] for i in chunk], self._pad_id
+            )
+            scores = packed.candidate_scores(self.score_mode).float().cpu()
+            for j, i in enumerate(chunk):
+                results[i] = scores[j, : len(continuations[i])]
+        return results
+
+    @torch.no_grad()
     def score(
         self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]]
     ) -> list[list[torch.Tensor]]:
         """Temperature-1 token log-probs of every continuation given its prompt.
 
-        Args:
-            prompts: N prompt token lists.
-            continuations: N lists of K_i non-empty continuation token lists.
         Returns:
             ``out[i][k]``: (R_ik,) float32 CPU log-probs of continuation k of prompt i.
         """
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
         results: list[list[torch.Tensor]] = [[] for _ in prompts]
-        for start in range(0, len(order), self.micro_batch_size):
-            chunk = order[start : start + self.micro_batch_size]
-            batch = self._score_batch([prompts[i] for i in chunk], [continuations[i] for i in chunk])
-            for i, lps in zip(chunk, batch, strict=True):
-                results[i] = lps
+        for chunk in self._micro_batches(prompts):
+            packed = packed_scores(
+                self.model, [prompts[i] for i in chunk], [continuations[i] for i in chunk], self._pad_id
+            )
+            for j, i in enumerate(chunk):
+                results[i] = [
+                    packed.token_log_probs(j, k).float().cpu() for k in range(len(continuations[i]))
+                ]
         return results
 
-    @torch.no_grad()
-    def _score_batch(
-        self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]]
-    ) -> list[list[torch.Tensor]]:
-        device = self.model.device
-        # 1. The prompts, left padded: their cache and the logits of their last position.
-        prompt_ids, prompt_mask = left_pad(prompts, self.tokenizer.pad_token_id)  # (B, P)
-        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        out = self.model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        first_log_probs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
-        del out
+    def log_probs(
+        self,
+        prompts: Sequence[torch.Tensor],
+        responses: Sequence[torch.Tensor],
+        temperature: float,
+        *,
+        candidates: Sequence[Sequence[Sequence[int]]] | None = None,
+        chosen: Sequence[int] | None = None,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The update's log pi(a|s) = s_a/T - logsumexp_k(s_k/T) of the chosen actions, re-scoring
+        every candidate with the packed forward (differentiable when autograd is on).
 
-        # 2. Each row's candidates packed one after another, right padded to Q.
-        b, q = len(prompts), max(sum(len(c) for c in conts) for conts in continuations)
-        ids = torch.full((b, q), self.tokenizer.pad_token_id, dtype=torch.long)
-        segments = torch.full((b, q), -1, dtype=torch.long)
-        positions = torch.zeros((b, q), dtype=torch.long)
-        starts: list[list[int]] = []
-        for row, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
-            offset, row_starts = 0, []
-            for k, cont in enumerate(conts):
-                if not cont:
-                    raise ValueError(f"continuation {k} of a prompt is empty")
-                n = len(cont)
-                ids[row, offset : offset + n] = torch.as_tensor(cont, dtype=torch.long)
-                segments[row, offset : offset + n] = k
-                positions[row, offset : offset + n] = len(prompt) + torch.arange(n)
-                row_starts.append(offset)
-                offset += n
-            starts.append(row_starts)
-        ids, segments, positions = ids.to(device), segments.to(device), positions.to(device)
-        mask = _packed_mask(prompt_mask, segments, self.model.dtype)  # (B, 1, Q, P + Q)
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        ).logits  # (B, Q, V): packed position j predicts packed token j + 1 of the same candidate
-        del cache
+        Returns:
+            log-probs (B, 1), mask (B, 1), and the candidate distribution's entropy (B, 1) or None.
+        """
+        if candidates is None or chosen is None:
+            raise ValueError("choose-mode rows need their candidates and chosen indices")
+        if temperature <= 0:
+            raise ValueError(f"the update needs a sampling temperature > 0, got {temperature}")
+        packed = packed_scores(self.model, [list(map(int, p)) for p in prompts], candidates, self._pad_id)
+        logits = packed.candidate_scores(self.score_mode).float() / temperature  # (B, K_max)
+        log_pi = torch.log_softmax(logits, dim=-1)  # -inf slots get probability 0
+        index = torch.as_tensor(list(chosen), dtype=torch.long, device=logits.device)
+        picked = log_pi.gather(-1, index[:, None])  # (B, 1)
+        entropy = None
+        if with_entropy:
+            p = log_pi.exp()
+            entropy = -(p * torch.where(p > 0, log_pi, torch.zeros_like(log_pi))).sum(-1, keepdim=True)
+        return picked, torch.ones_like(picked), entropy
 
-        # 3. Token log-probs: a candidate's first token from the prompt's last logits, the rest
-        #    from the previous packed position (logsumexp + gather, no (B, Q, V) log-softmax copy).
-        next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, Q); the wrapped column is unused
-        logits = logits.float()
-        next_log_probs = (
-            logits.gather(-1, next_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        ).cpu()  # (B, Q)
-        first_log_probs = first_log_probs.cpu()
-        results = []
-        for row, conts in enumerate(continuations):
-            row_lps = []
-            for cont, start in zip(conts, starts[row], strict=True):
-                first = first_log_probs[row, cont[0]].reshape(1)
-                rest = next_log_probs[row, start : start + len(cont) - 1]
-                row_lps.append(torch.cat([first, rest]))
-            results.append(row_lps)
-        return results
+    @property
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id

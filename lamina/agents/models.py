@@ -30,6 +30,7 @@ SMOLLM2_BLOCKS = 30
 # End-of-turn markers of common chat templates; generation stops at any that the vocabulary has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 NAMED_MODELS = ("smollm2-135m", "tiny-random")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -39,14 +40,16 @@ class ModelConfig:
     Args:
         name: ``smollm2-135m``, ``tiny-random``, or ``custom`` (then ``path`` is required).
         path: any HF model id or local folder; overrides ``name`` when set.
-        dtype: ``float32`` (the fastest on CPU here), ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (float32 on CPU, where bf16 matmuls run at half the fp32 rate here;
+            bfloat16 on GPUs that support it), ``float32``, ``bfloat16`` or ``float16``. In a lower
+            precision the trainable blocks keep fp32 master weights (``lamina.trainer.precision``).
         tiny_layers: number of blocks of the ``tiny-random`` model.
         tiny_hidden: hidden size of the ``tiny-random`` model.
     """
 
     name: str = "smollm2-135m"
     path: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
     tiny_layers: int = 4
     tiny_hidden: int = 64
 
@@ -152,11 +155,43 @@ def model_num_blocks(cfg: ModelConfig) -> int:
     raise ValueError(f"unknown model {cfg.name!r}; valid: {', '.join(NAMED_MODELS)} or model.path=<id|dir>")
 
 
-def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Loads ``(model, tokenizer)`` for the config; the tokenizer always has a pad token."""
-    dtype = getattr(torch, cfg.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"model.dtype={cfg.dtype!r} is not a torch dtype; valid: float32, bfloat16, float16")
+def resolve_device(spec: str) -> torch.device:
+    """``trainer.device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"trainer.device={spec!r}: this machine has no CUDA device; valid: auto, cpu")
+        index = int(text[5:]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"trainer.device={spec!r}: only {torch.cuda.device_count()} CUDA device(s), "
+                f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+        return torch.device("cuda", index)
+    raise ValueError(f"trainer.device={spec!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """``model.dtype``: ``auto`` is bfloat16 on a GPU that supports it, float32 elsewhere."""
+    if spec == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if spec not in DTYPES:
+        raise ValueError(f"model.dtype={spec!r}; valid: {', '.join(DTYPES)}")
+    return getattr(torch, spec)
+
+
+def load_model(
+    cfg: ModelConfig, device: torch.device | str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Loads ``(model, tokenizer)`` for the config onto ``device``; the tokenizer always has a pad token."""
+    device = torch.device(device)
+    dtype = resolve_dtype(cfg.dtype, device)
     if cfg.path:
         source = cfg.path
     elif cfg.name in NAMED_MODELS:
@@ -173,7 +208,7 @@ def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return model.to(device), tokenizer
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList, StopStringCriteria
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
 
+from lamina.agents.logprobs import autocast_context, pack_rows, response_log_probs
 from lamina.agents.models import stop_token_ids
 
 
@@ -32,11 +42,84 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
     return ids, mask
 
 
+class SampledLogProbs(LogitsProcessor):
+    """Records log softmax(logits / T) of each sampled token while ``generate`` runs.
+
+    It sees the logits after the (neutral) default processors and before the temperature warper,
+    and keeps one step's (B, V) log-probs at a time: at step t it reads the token sampled at step
+    t - 1 from ``input_ids``. ``finish(sequences)`` reads the last one. Memory is O(B x V), not the
+    O(B x R x V) of ``output_logits=True``.
+    """
+
+    def __init__(self, temperature: float):
+        self.scale = temperature if temperature > 0 else 1.0
+        self.pending: torch.Tensor | None = None  # (B, V) log-probs of the last step
+        self.picked: list[torch.Tensor] = []  # R x (B,)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.pending = torch.log_softmax(scores.float() / self.scale, dim=-1)
+        return scores
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.picked.append(self.pending.gather(-1, tokens[:, None]).squeeze(-1))
+            self.pending = None
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(B, R) log-probs of the R generated tokens."""
+        self._take(sequences[:, -1])
+        return torch.stack(self.picked, dim=1)
+
+
+def sampling_config(
+    temperature: float, max_new_tokens: int, eos_ids: list[int], pad_id: int
+) -> GenerationConfig:
+    """A complete, explicit generation config: plain temperature sampling (greedy at T = 0) and
+    nothing else, so the recorded log-probs are those of the distribution that was sampled."""
+    sampling = temperature > 0
+    return GenerationConfig(
+        do_sample=sampling,
+        temperature=temperature if sampling else 1.0,
+        top_k=0,
+        top_p=1.0,
+        min_p=None,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        length_penalty=1.0,
+        num_beams=1,
+        num_return_sequences=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        renormalize_logits=False,
+    )
+
+
+@contextlib.contextmanager
+def _without_model_generation_defaults(model: PreTrainedModel):
+    """generate() fills every unset key from ``model.generation_config`` (a checkpoint's repetition
+    penalty, top-k, suppressed tokens...). A blank one for the call keeps sampling plain."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 class HFPolicy:
     """Samples responses with ``model.generate`` and records their log-probs.
 
-    Sampling is plain temperature sampling (no top-k/top-p), so the recorded log-probs,
-    ``log_softmax(logits / T)``, are exactly those of the distribution that was sampled.
+    Sampling is plain temperature sampling (no top-k/top-p, no repetition penalty, whatever the
+    model's own ``generation_config`` says), so the recorded log-probs, ``log_softmax(logits / T)``,
+    are exactly those of the distribution that was sampled. A response keeps the EOS / end-of-turn
+    token that ended it: its probability is part of the policy.
     """
 
     def __init__(
@@ -53,10 +136,16 @@ class HFPolicy:
         self.max_new_tokens = max_new_tokens
         self.micro_batch_size = micro_batch_size
         self.stop_ids = stop_token_ids(tokenizer)
+        self.stop_strings = list(stop_strings)
         # Built once: StopStringCriteria scans the whole vocabulary when it is created.
         self.stopping = StoppingCriteriaList(
-            [StopStringCriteria(tokenizer, list(stop_strings))] if stop_strings else []
+            [StopStringCriteria(tokenizer, self.stop_strings)] if stop_strings else []
         )
+
+    @property
+    def max_response_units(self) -> int:
+        """Tokens per response at most (the constant of Dr. GRPO's loss)."""
+        return self.max_new_tokens
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
         """Prompt token ids through the model's chat template, ending with the assistant turn."""
@@ -65,15 +154,30 @@ class HFPolicy:
             encoded = encoded["input_ids"]
         return list(encoded)
 
-    def log_prob_temperature(self, sampling_temperature: float) -> float:
-        """The temperature its recorded log-probs use, so the update recomputes them alike."""
-        return sampling_temperature
-
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
     ) -> list[Generation]:
         """One response per prompt; free text, so ``admissible`` is only checked by the parser."""
         return self.generate(prompts, temperature=temperature)
+
+    def log_probs(
+        self,
+        prompts: Sequence[torch.Tensor],
+        responses: Sequence[torch.Tensor],
+        temperature: float,
+        *,
+        candidates=None,
+        chosen=None,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The update's token log-probs of the responses at temperature T (differentiable).
+
+        Returns:
+            log-probs (B, R), response mask (B, R), entropy (B, R) or None; on the model's device.
+        """
+        rows = pack_rows(prompts, responses, self.tokenizer.pad_token_id)
+        log_probs, entropy = response_log_probs(self.model, rows, temperature, with_entropy)
+        return log_probs, rows.response_mask.to(log_probs.device), entropy
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], temperature: float = 1.0) -> list[Generation]:
@@ -90,34 +194,45 @@ class HFPolicy:
 
     def _generate_batch(self, prompts: Sequence[Sequence[int]], temperature: float) -> list[Generation]:
         pad_id = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
         ids, mask = left_pad(prompts, pad_id)
-        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
-        sampling = temperature > 0
-        out = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_k=0 if sampling else None,
-            top_p=1.0 if sampling else None,
-            eos_token_id=self.stop_ids,
-            pad_token_id=pad_id,
-            stopping_criteria=self.stopping,
-            return_dict_in_generate=True,
-            output_logits=True,
-        )
-        new_tokens = out.sequences[:, ids.shape[1] :]  # (B, R)
-        logits = torch.stack(out.logits, dim=1).float()  # (B, R, V)
-        scale = temperature if sampling else 1.0
-        log_probs = torch.log_softmax(logits / scale, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        recorder = SampledLogProbs(temperature)
+        with _without_model_generation_defaults(self.model), autocast_context(self.model):
+            sequences = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                generation_config=sampling_config(temperature, self.max_new_tokens, self.stop_ids, pad_id),
+                logits_processor=LogitsProcessorList([recorder]),
+                stopping_criteria=self.stopping,
+            )
+        new_tokens = sequences[:, ids.shape[1] :].cpu()  # (B, R)
+        log_probs = recorder.finish(sequences).cpu()  # (B, R)
         gens = []
         for row in range(new_tokens.shape[0]):
-            # Finished rows are filled with pad tokens after their last generated token.
-            real = (new_tokens[row] != pad_id).nonzero()
-            # A row whose first token was the pad/EOS token still generated that one token.
-            length = int(real[-1]) + 1 if len(real) else 1
-            response = new_tokens[row, :length].cpu()
+            length = self.response_length(new_tokens[row].tolist())
+            response = new_tokens[row, :length]
             text = self.tokenizer.decode(response, skip_special_tokens=True)
-            gens.append(Generation(response, log_probs[row, :length].cpu(), text))
+            gens.append(Generation(response, log_probs[row, :length], text))
         return gens
+
+    def response_length(self, tokens: list[int]) -> int:
+        """How many of a row's generated tokens are its own: up to and including the first stop token
+        or the token that completes a stop string; the rest is padding after the row finished.
+
+        Padding cannot be told apart by id (the pad token may be EOS or an end-of-turn token), so
+        the first stop decides."""
+        stops = set(self.stop_ids)
+        length = next((j + 1 for j, t in enumerate(tokens) if t in stops), len(tokens))
+        if self.stop_strings:
+
+            def has_stop(n: int) -> bool:
+                text = self.tokenizer.decode(tokens[:n], skip_special_tokens=False)
+                return any(s in text for s in self.stop_strings)
+
+            if has_stop(length):  # containment grows with n: the first n is found by bisection
+                lo, hi = 1, length
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
+                length = lo
+        return max(length, 1)

@@ -32,6 +32,7 @@ class PromptConfig:
         max_observation_chars: longer observations are cut (from the start) to this many characters.
         mode: ``generate`` (free text with tags) or ``choose`` (the model's likelihood over the
             admissible actions picks one; every action is valid).
+        choose_score: a candidate's score in choose mode: ``sum`` or ``mean`` of its token log-probs.
     """
 
     history: int = 2
@@ -39,6 +40,7 @@ class PromptConfig:
     system_prompt: str = SYSTEM_PROMPT
     max_observation_chars: int = 2000
     mode: str = "generate"
+    choose_score: str = "sum"
 
 
 @dataclass

@@ -1,20 +1,85 @@
-"""Checkpoints of the trained blocks (safetensors) plus the optimizer and loop state, for resume.
+"""Checkpoints of the trained blocks plus everything an exact resume needs.
 
-A checkpoint folder is written under a temporary name and renamed when complete, so the newest
-folder that exists is always a good one.
+A checkpoint folder ``checkpoints/iter_NNNNNN/`` holds:
+- ``trainable.safetensors``: the trained tensors (and ``reference.safetensors``, the KL reference's
+  initial values, when there is one);
+- ``optimizer.pt``: the optimizer state, loaded with ``torch.load(weights_only=True)``;
+- ``rng.safetensors``: torch's CPU (and CUDA) generator states and the mini-batch shuffle generator;
+- ``state.json``: the iteration, the trainable names, the learning-rate settings, Python's and
+  NumPy's generator states, and the loop's counters;
+- ``manifest.json``, written last: the SHA-256 of every other file.
+
+It is written under a temporary name, every file fsynced, then renamed; a folder whose manifest is
+missing or does not match its files is skipped at resume (with a warning naming it) in favour of
+the previous good one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 PREFIX = "iter_"
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def capture_rng(shuffle: torch.Generator | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every random generator the loop draws from: (tensors for safetensors, JSON-able states)."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = state
+    if shuffle is not None:
+        tensors["shuffle"] = shuffle.get_state()
+    version, mt_state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+    return tensors, states
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], states: dict, shuffle: torch.Generator | None) -> None:
+    """Puts back what ``capture_rng`` saved."""
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    if shuffle is not None and "shuffle" in tensors:
+        shuffle.set_state(tensors["shuffle"])
+    version, mt_state, gauss = states["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def save_checkpoint(
@@ -24,39 +89,79 @@ def save_checkpoint(
     names: list[str],
     optimizer: torch.optim.Optimizer,
     state: dict,
-    extras: dict[str, object] | None = None,
+    tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Writes ``checkpoints/iter_<k>/`` with ``trainable.safetensors``, ``optimizer.pt``, ``state.json``
-    and one ``torch.save`` file per ``extras`` entry (file name -> object)."""
+    """Writes ``checkpoints/iter_<k>/`` crash-safely and returns it.
+
+    Args:
+        state: JSON-able loop state merged into ``state.json``.
+        tensors: extra safetensors files, file stem -> {name: tensor} (``reference``, ``rng``).
+    """
     root = Path(output_dir) / "checkpoints"
     final = root / f"{PREFIX}{iteration:06d}"
     staging = root / f".{PREFIX}{iteration:06d}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     params = dict(model.named_parameters())
-    save_file(
-        {n: params[n].detach().contiguous().cpu() for n in names}, str(staging / "trainable.safetensors")
-    )
+    files = {"trainable.safetensors": {n: params[n].detach().contiguous().cpu() for n in names}}
+    for stem, group in (tensors or {}).items():
+        files[f"{stem}.safetensors"] = {k: v.detach().contiguous().cpu() for k, v in group.items()}
+    for filename, group in files.items():
+        save_file(group, str(staging / filename))
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    for filename, obj in (extras or {}).items():
-        torch.save(obj, staging / filename)
     (staging / "state.json").write_text(
         json.dumps({"iteration": iteration, "trainable": names, **state}, indent=1)
     )
+    manifest = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+    for path in staging.iterdir():
+        _fsync(path)
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _fsync(staging / MANIFEST)
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
+    _fsync(root)
     return final
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint folder cannot be trusted (missing manifest, file or checksum), or None."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        return "no manifest (written by an interrupted save or an older lamina)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return "unreadable manifest"
+    for name, digest in manifest.items():
+        file = path / name
+        if not file.exists():
+            return f"{name} is missing"
+        if _sha256(file) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
+    """The newest checkpoint folder whose files match their manifest, or None; damaged newer ones
+    are skipped with a warning that names them."""
     root = Path(output_dir) / "checkpoints"
-    found = sorted(p for p in root.glob(f"{PREFIX}*") if (p / "state.json").exists()) if root.is_dir() else []
-    return found[-1] if found else None
+    found = sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir()) if root.is_dir() else []
+    for path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        log.warning("skipping damaged checkpoint %s: %s", path, problem)
+    return None
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Loads trained tensors (and optimizer state) into ``model``; returns ``state.json``."""
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """All finished checkpoint folders, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    return sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir()) if root.is_dir() else []
+
+
+def load_trained_tensors(path: Path, model: nn.Module) -> dict:
+    """Copies a checkpoint's trained tensors into ``model`` (any device or dtype); returns ``state.json``."""
     state = json.loads((path / "state.json").read_text())
     tensors = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
@@ -66,6 +171,19 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
-    if optimizer is not None and (path / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     return state
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Loads trained tensors (and optimizer state) into ``model``; returns ``state.json``."""
+    state = load_trained_tensors(path, model)
+    if optimizer is not None and (path / "optimizer.pt").exists():
+        device = next(model.parameters()).device
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    return state
+
+
+def load_tensors(path: Path, stem: str) -> dict[str, torch.Tensor] | None:
+    """A checkpoint's ``<stem>.safetensors``, or None when it has none."""
+    file = path / f"{stem}.safetensors"
+    return load_file(str(file)) if file.exists() else None

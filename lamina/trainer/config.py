@@ -68,6 +68,9 @@ class TrainerConfig:
         lr, weight_decay: AdamW settings; ``lr_multipliers`` scales the lr of given blocks.
         train_embeddings, train_lm_head: also train these (frozen by default).
         progress: show a progress bar.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        max_skipped_steps: stop after this many optimizer steps in a row were skipped for a
+            non-finite loss or gradient.
     """
 
     iterations: int = 4
@@ -82,6 +85,8 @@ class TrainerConfig:
     train_lm_head: bool = False
     update: UpdateConfig = field(default_factory=UpdateConfig)
     progress: bool = True
+    device: str = "auto"
+    max_skipped_steps: int = 3
 
 
 @dataclass

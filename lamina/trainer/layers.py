@@ -120,6 +120,12 @@ def trainable_parameter_names(
     output_emb = model.get_output_embeddings()
     emb_ids = {id(p) for p in input_emb.parameters()} if input_emb is not None else set()
     head_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
+    if emb_ids & head_ids and train_embeddings != train_lm_head:
+        raise ValueError(
+            f"trainer.train_embeddings={train_embeddings} but trainer.train_lm_head={train_lm_head}: this "
+            "model ties its LM head to the input embeddings (one tensor), so both train or neither; "
+            "set both to the same value"
+        )
     names = []
     for name, param in model.named_parameters():  # tied weights appear once
         if id(param) in emb_ids or id(param) in head_ids:

@@ -17,7 +17,19 @@ from lamina.agents.policy import Generation
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs.runner import EnvGroupRunner
 
-ROW_FIELDS = ("prompt", "response", "logp", "reward", "traj", "step", "group", "anchor", "valid")
+ROW_FIELDS = (
+    "prompt",
+    "response",
+    "logp",
+    "reward",
+    "traj",
+    "step",
+    "group",
+    "anchor",
+    "valid",
+    "candidates",
+    "chosen",
+)
 
 
 @dataclass
@@ -54,7 +66,7 @@ class RolloutBatch:
 
     prompt_ids: list[torch.Tensor]  # N x (P_i,)
     response_ids: list[torch.Tensor]  # N x (R_i,)
-    old_log_probs: list[torch.Tensor]  # N x (R_i,) log-probs under the sampling policy
+    old_log_probs: list[torch.Tensor]  # N x (L_i,) the sampling policy's log-probs of the row's units
     rewards: np.ndarray  # (N,) env reward minus invalid-action penalty
     traj_ids: np.ndarray  # (N,)
     step_ids: np.ndarray  # (N,)
@@ -64,6 +76,9 @@ class RolloutBatch:
     episode_returns: np.ndarray  # (T,)
     episode_won: np.ndarray  # (T,) bool
     episode_lengths: np.ndarray  # (T,)
+    # Choose mode: each row's K_i candidate continuations and the chosen index; None otherwise.
+    candidates: list[list[list[int]]] | None = None
+    chosen: np.ndarray | None = None  # (N,)
 
     def __post_init__(self):
         n = len(self.prompt_ids)
@@ -79,9 +94,17 @@ class RolloutBatch:
         ):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RolloutBatch.{name} has {len(getattr(self, name))} rows, expected {n}")
-        for r, lp in zip(self.response_ids, self.old_log_probs, strict=True):
-            if r.shape != lp.shape:
-                raise ValueError(f"response ids {tuple(r.shape)} and log-probs {tuple(lp.shape)} differ")
+        if (self.candidates is None) != (self.chosen is None):
+            raise ValueError("RolloutBatch.candidates and RolloutBatch.chosen come together")
+        if self.candidates is not None:
+            if len(self.candidates) != n or len(self.chosen) != n:
+                raise ValueError(f"RolloutBatch.candidates/chosen need {n} rows")
+            if any(lp.shape != (1,) for lp in self.old_log_probs):
+                raise ValueError("choose-mode rows carry one log-prob each: log pi(a|s), shape (1,)")
+        else:
+            for r, lp in zip(self.response_ids, self.old_log_probs, strict=True):
+                if r.shape != lp.shape:
+                    raise ValueError(f"response ids {tuple(r.shape)} and log-probs {tuple(lp.shape)} differ")
         t = len(self.episode_returns)
         if len(self.episode_won) != t or len(self.episode_lengths) != t:
             raise ValueError("episode_returns, episode_won and episode_lengths need one entry per trajectory")
@@ -103,15 +126,32 @@ class RolloutBatch:
 
 
 class Policy(Protocol):
-    """What a rollout needs from a policy (``HFPolicy``, ``ChoicePolicy``)."""
+    """What rollouts and updates need from a policy (``HFPolicy``, ``ChoicePolicy``).
+
+    ``act`` samples; ``log_probs`` recomputes, differentiably, the log-probs ``act`` recorded
+    (response tokens, or the chosen action among its candidates), (B, L) with a mask.
+    ``max_response_units`` is L at most (Dr. GRPO's loss constant).
+    """
+
+    model: torch.nn.Module
+    max_response_units: int
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]: ...
-
-    def log_prob_temperature(self, sampling_temperature: float) -> float: ...
 
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
     ) -> list[Generation]: ...
+
+    def log_probs(
+        self,
+        prompts: Sequence[torch.Tensor],
+        responses: Sequence[torch.Tensor],
+        temperature: float,
+        *,
+        candidates: Sequence[Sequence[Sequence[int]]] | None = None,
+        chosen: Sequence[int] | None = None,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
 
 def collect_rollouts(
@@ -180,6 +220,8 @@ def collect_rollouts(
                 t // group_size,
                 infos[t]["anchor"],
                 valid,
+                getattr(gen, "candidates", None),
+                getattr(gen, "index", -1),
             )
             for key, value in zip(ROW_FIELDS, values, strict=True):
                 rows[key].append(value)
@@ -207,4 +249,40 @@ def _to_batch(rows: dict[str, list], returns: np.ndarray, won: np.ndarray, lengt
         episode_returns=returns,
         episode_won=won,
         episode_lengths=lengths,
+        **_choice_fields(rows),
+    )
+
+
+def _choice_fields(rows: dict[str, list]) -> dict:
+    """The candidates and chosen indices when every row is a choice (choose mode)."""
+    if not rows["candidates"] or any(c is None for c in rows["candidates"]):
+        return {}
+    return {"candidates": rows["candidates"], "chosen": np.asarray(rows["chosen"], dtype=np.int64)}
+
+
+def single_step_batch(
+    prompt_ids: Sequence[torch.Tensor],
+    response_ids: Sequence[torch.Tensor],
+    old_log_probs: Sequence[torch.Tensor],
+    candidates: list[list[list[int]]] | None = None,
+    chosen: Sequence[int] | None = None,
+) -> RolloutBatch:
+    """A batch whose every row is a one-step trajectory of its own group (zero rewards), for
+    driving ``ppo_update`` directly from benchmarks and tests."""
+    n = len(prompt_ids)
+    return RolloutBatch(
+        prompt_ids=list(prompt_ids),
+        response_ids=list(response_ids),
+        old_log_probs=list(old_log_probs),
+        rewards=np.zeros(n),
+        traj_ids=np.arange(n),
+        step_ids=np.zeros(n, dtype=np.int64),
+        group_ids=np.arange(n),
+        anchors=list(range(n)),
+        action_valid=np.ones(n, dtype=bool),
+        episode_returns=np.zeros(n),
+        episode_won=np.zeros(n, dtype=bool),
+        episode_lengths=np.ones(n, dtype=np.int64),
+        candidates=candidates,
+        chosen=None if chosen is None else np.asarray(chosen, dtype=np.int64),
     )

@@ -15,14 +15,21 @@ import torch
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lamina.agents.choose import ChoicePolicy
-from lamina.agents.models import load_model, model_num_blocks
+from lamina.agents.choose import SCORE_MODES, ChoicePolicy
+from lamina.agents.models import load_model, model_num_blocks, resolve_device, resolve_dtype
 from lamina.agents.policy import HFPolicy
 from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs import resolve_env_id
 from lamina.envs.runner import EnvGroupRunner
-from lamina.errors import ConfigError
-from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lamina.errors import ConfigError, TrainingStopped
+from lamina.trainer.checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    load_tensors,
+    restore_rng,
+    save_checkpoint,
+)
 from lamina.trainer.config import RunConfig
 from lamina.trainer.evaluate import evaluate
 from lamina.trainer.layers import (
@@ -32,6 +39,7 @@ from lamina.trainer.layers import (
     parse_layers,
     trainable_parameter_names,
 )
+from lamina.trainer.precision import all_finite, keep_fp32_master_weights
 from lamina.trainer.progress import TrainingProgress
 from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
 from lamina.trainer.update import ppo_update
@@ -61,6 +69,19 @@ def validate(cfg: RunConfig) -> list[int]:
         raise ConfigError(f"rollout.env_workers={cfg.rollout.env_workers} must be >= 0 (0: in this process)")
     if cfg.backend != "native":
         raise ConfigError(f"backend={cfg.backend!r} is not available yet; valid: native")
+    if cfg.trainer.iterations > 0 and not cfg.rollout.temperature > 0:
+        raise ConfigError(
+            f"rollout.temperature={cfg.rollout.temperature}: training samples from softmax(logits / T) "
+            "and needs T > 0 (evaluation may be greedy: eval.temperature=0)"
+        )
+    if cfg.agent.choose_score not in SCORE_MODES:
+        raise ConfigError(f"agent.choose_score={cfg.agent.choose_score!r}; valid: {', '.join(SCORE_MODES)}")
+    if cfg.trainer.max_skipped_steps < 1:
+        raise ConfigError(f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 1")
+    try:
+        resolve_dtype(cfg.model.dtype, resolve_device(cfg.trainer.device))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return blocks
 
 
@@ -104,7 +125,9 @@ def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGrou
 def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
     """The policy of ``agent.mode``: ``generate`` (text in tags) or ``choose`` (likelihood of actions)."""
     if cfg.agent.mode == "choose":
-        return ChoicePolicy(model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
+        return ChoicePolicy(
+            model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size, score=cfg.agent.choose_score
+        )
     return HFPolicy(
         model,
         tokenizer,
@@ -119,37 +142,115 @@ class Learner:
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
+    blocks: list[int]
     names: list[str]
     trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     reference: ReferenceWeights | None
+    shuffle: torch.Generator  # mini-batch order
+    skipped_in_a_row: int = 0  # consecutive optimizer steps skipped for a non-finite loss/gradient
 
 
 def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
-    model, tokenizer = load_model(cfg.model)
-    names = trainable_parameter_names(
-        model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
-    )
+    """Loads the model onto ``trainer.device``, freezes all but the chosen blocks, keeps fp32 master
+    weights for them when the model computes in a lower precision, and builds AdamW and the reference."""
+    model, tokenizer = load_model(cfg.model, resolve_device(cfg.trainer.device))
+    try:
+        names = trainable_parameter_names(
+            model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     trainable = apply_layer_selection(model, names)
+    keep_fp32_master_weights(model, trainable)
     # AdamW refuses an empty parameter list; with layers=none it holds one unused placeholder.
     groups = (
         param_groups(model, names, cfg.trainer.lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)]
     )
     optimizer = torch.optim.AdamW(groups, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     reference = ReferenceWeights(trainable) if cfg.algorithm.loss.kl_coef > 0 and trainable else None
-    return Learner(model, tokenizer, names, trainable, optimizer, reference)
+    shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
+    return Learner(model, tokenizer, blocks, names, trainable, optimizer, reference, shuffle)
+
+
+def optimizer_settings(cfg: RunConfig) -> dict:
+    """What must not change across a resume: the optimizer's state was built for these."""
+    return {
+        "lr": cfg.trainer.lr,
+        "lr_multipliers": {str(k): float(v) for k, v in sorted(cfg.trainer.lr_multipliers.items())},
+        "weight_decay": cfg.trainer.weight_decay,
+    }
+
+
+def save(cfg: RunConfig, learner: Learner, out: Path, iteration: int) -> Path:
+    """A checkpoint of everything an exact resume needs; refuses non-finite weights."""
+    if not all_finite(learner.trainable):
+        raise TrainingStopped(
+            f"iteration {iteration}: the trained weights hold NaN or Inf, so no checkpoint was written; "
+            f"the last good one is {latest_checkpoint(out) or 'none'}"
+        )
+    rng_tensors, rng_states = capture_rng(learner.shuffle)
+    tensors = {"rng": rng_tensors}
+    if learner.reference is not None:
+        tensors["reference"] = dict(zip(learner.names, learner.reference.initial, strict=True))
+    state = {
+        "blocks": learner.blocks,
+        "optimizer_settings": optimizer_settings(cfg),
+        "rng": rng_states,
+        "skipped_in_a_row": learner.skipped_in_a_row,
+    }
+    return save_checkpoint(out, iteration, learner.model, learner.names, learner.optimizer, state, tensors)
 
 
 def resume(cfg: RunConfig, learner: Learner, out: Path) -> int:
-    """Loads the newest good checkpoint when ``trainer.resume``; returns the next iteration."""
+    """Restores the newest good checkpoint when ``trainer.resume``; returns the next iteration.
+
+    Weights, optimizer state, KL reference, every random generator and the loop counters come back,
+    so a resumed run continues exactly as an uninterrupted one; ``metrics.jsonl`` rows after the
+    checkpoint are dropped. A changed layer selection or learning rate is refused.
+    """
     ckpt = latest_checkpoint(out) if cfg.trainer.resume else None
     if ckpt is None:
         return 0
-    state = load_checkpoint(ckpt, learner.model, learner.optimizer)
-    if learner.reference is not None and (ckpt / "reference.pt").exists():
-        learner.reference.initial = torch.load(ckpt / "reference.pt")
-    torch.manual_seed(cfg.trainer.seed + state["iteration"] + 1)
+    state = json.loads((ckpt / "state.json").read_text())
+    if state["trainable"] != learner.names:
+        raise ConfigError(
+            f"trainer.resume: {ckpt} trained blocks {state.get('blocks')} "
+            f"({len(state['trainable'])} tensors) but this run selects blocks {learner.blocks} "
+            f"({len(learner.names)} tensors); resume with the same layers/modules or use a new "
+            "trainer.output_dir"
+        )
+    saved = state.get("optimizer_settings")
+    if saved is not None and saved != optimizer_settings(cfg):
+        raise ConfigError(
+            f"trainer.resume: {ckpt} was trained with {saved} but this run asks for "
+            f"{optimizer_settings(cfg)}; resume with the same settings or use a new trainer.output_dir"
+        )
+    load_checkpoint(ckpt, learner.model, learner.optimizer)
+    reference = load_tensors(ckpt, "reference")
+    if learner.reference is not None and reference is not None:
+        device = learner.trainable[0].device
+        learner.reference.initial = [reference[n].to(device) for n in learner.names]
+    rng = load_tensors(ckpt, "rng")
+    if rng is not None and "rng" in state:
+        restore_rng(rng, state["rng"], learner.shuffle)
+    learner.skipped_in_a_row = int(state.get("skipped_in_a_row", 0))
+    truncate_metrics(out / "metrics.jsonl", state["iteration"])
     return state["iteration"] + 1
+
+
+def truncate_metrics(path: Path, last_iteration: int) -> None:
+    """Drops ``metrics.jsonl`` rows of iterations after ``last_iteration`` (atomically)."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("iteration", -1) <= last_iteration
+    ]
+    staging = path.with_suffix(".jsonl.partial")
+    staging.write_text("".join(line + "\n" for line in kept))
+    staging.replace(path)
 
 
 def run_iteration(
@@ -159,7 +260,6 @@ def run_iteration(
     policy: Policy,
     runner: EnvGroupRunner,
     progress,
-    generator: torch.Generator,
 ) -> dict:
     """One rollout -> advantages -> update cycle; returns its metrics record."""
     t0 = time.perf_counter()
@@ -180,21 +280,19 @@ def run_iteration(
     update = {}
     if learner.trainable:
         update = ppo_update(
-            learner.model,
+            policy,
             learner.optimizer,
             learner.trainable,
-            batch.prompt_ids,
-            batch.response_ids,
-            batch.old_log_probs,
+            batch,
             advantages,
             cfg.algorithm.loss,
             cfg.trainer.update,
-            learner.tokenizer.pad_token_id,
-            cfg.algorithm.loss.loss_scale_factor or cfg.rollout.max_new_tokens,
-            policy.log_prob_temperature(cfg.rollout.temperature),
+            cfg.algorithm.loss.loss_scale_factor or policy.max_response_units,
+            cfg.rollout.temperature,
             learner.reference,
-            generator,
+            learner.shuffle,
         )
+        check_skipped_steps(cfg, learner, update, iteration)
     return {
         "iteration": iteration,
         "success_rate": batch.success_rate,
@@ -212,6 +310,23 @@ def run_iteration(
     }
 
 
+def check_skipped_steps(cfg: RunConfig, learner: Learner, update: dict, iteration: int) -> None:
+    """Counts optimizer steps skipped in a row for a non-finite loss or gradient; stops the run at
+    ``trainer.max_skipped_steps`` (the weights are still those of the last good step)."""
+    if update.get("optimizer_steps", 0) > 0:
+        learner.skipped_in_a_row = 0
+    else:
+        learner.skipped_in_a_row += int(update.get("skipped_steps", 0))
+    if learner.skipped_in_a_row >= cfg.trainer.max_skipped_steps:
+        out = Path(cfg.trainer.output_dir)
+        raise TrainingStopped(
+            f"iteration {iteration}: {learner.skipped_in_a_row} update steps in a row had a non-finite "
+            f"loss or gradient (trainer.max_skipped_steps={cfg.trainer.max_skipped_steps}); stopped. "
+            f"The last good checkpoint is {latest_checkpoint(out) or 'none'}; lower trainer.lr or "
+            "try model.dtype=float32"
+        )
+
+
 def train(cfg: RunConfig) -> Path:
     """Runs training (and evaluation) and returns the output folder."""
     blocks = validate(cfg)
@@ -219,7 +334,6 @@ def train(cfg: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     torch.manual_seed(cfg.trainer.seed)
-    generator = torch.Generator().manual_seed(cfg.trainer.seed)
     learner = build_learner(cfg, blocks)
     policy = make_policy(cfg, learner.model, learner.tokenizer)
     start = resume(cfg, learner, out)
@@ -229,23 +343,14 @@ def train(cfg: RunConfig) -> Path:
         (out / "metrics.jsonl").open("a" if start else "w") as metrics_file,
     ):
         for iteration in range(start, cfg.trainer.iterations):
-            record = run_iteration(cfg, iteration, learner, policy, runner, progress, generator)
+            record = run_iteration(cfg, iteration, learner, policy, runner, progress)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             progress.end_iteration(record)
             if iteration == cfg.trainer.iterations - 1 or (
                 cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0
             ):
-                extras = {"reference.pt": learner.reference.initial} if learner.reference is not None else {}
-                save_checkpoint(
-                    out,
-                    iteration,
-                    learner.model,
-                    learner.names,
-                    learner.optimizer,
-                    {"blocks": blocks},
-                    extras,
-                )
+                save(cfg, learner, out, iteration)
         if cfg.eval.episodes > 0:
             learner.model.eval()
             progress.start_eval(cfg.eval.episodes)

@@ -1,101 +1,23 @@
-"""One policy update over a rollout batch: token log-probs, the verl loss, AdamW on trainable blocks."""
+"""One policy update over a rollout batch: the policy's log-probs, the verl loss, AdamW on trainable blocks.
+
+What a row's log-probs are is the policy's business (``Policy.log_probs``): the response tokens in
+generate mode, the chosen action's log pi(a|s) over all candidates in choose mode. The update treats
+both as (B, L) tensors with a mask.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel
 
+from lamina.agents.logprobs import PackedRows, pack_rows, response_log_probs  # noqa: F401  (re-exported)
 from lamina.algorithms.losses import LossConfig, policy_loss, verl_actor_config
 from lamina.trainer.layers import ReferenceWeights
-
-
-@dataclass
-class PackedRows:
-    """Rows laid out as [left-padded prompt | right-padded response]; every response starts at P.
-
-    ``input_ids``/``attention_mask``/``position_ids``: (B, P + R); ``response_ids``/``response_mask``: (B, R).
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    response_ids: torch.Tensor
-    response_mask: torch.Tensor
-
-
-def pack_rows(prompts: Sequence[torch.Tensor], responses: Sequence[torch.Tensor], pad_id: int) -> PackedRows:
-    p = max(len(x) for x in prompts)
-    r = max(len(x) for x in responses)
-    b = len(prompts)
-    input_ids = torch.full((b, p + r), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((b, p + r), dtype=torch.long)
-    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-        input_ids[i, p - len(prompt) : p] = prompt
-        input_ids[i, p : p + len(response)] = response
-        attention_mask[i, p - len(prompt) : p + len(response)] = 1
-    # Positions count real tokens only, as generate() does for left-padded prompts.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return PackedRows(
-        input_ids, attention_mask, position_ids, input_ids[:, p:], attention_mask[:, p:].float()
-    )
-
-
-def response_log_probs(
-    model: PreTrainedModel, rows: PackedRows, temperature: float = 1.0, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (B, R) of the response tokens under ``model`` (logits divided by ``temperature``),
-    and the per-token entropy (B, R) when asked. Only the R+1 last positions get LM-head logits."""
-    r = rows.response_ids.shape[1]
-    device = model.device
-    out = model(
-        input_ids=rows.input_ids.to(device),
-        attention_mask=rows.attention_mask.to(device),
-        position_ids=rows.position_ids.to(device),
-        logits_to_keep=r + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1].float() / temperature  # (B, R, V): position P-1+j predicts token j
-    log_probs = torch.log_softmax(logits, dim=-1)
-    token_log_probs = log_probs.gather(-1, rows.response_ids.to(device).unsqueeze(-1)).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        from verl.utils.torch_functional import entropy_from_logits
-
-        entropy = entropy_from_logits(logits)
-    return token_log_probs, entropy
-
-
-def _pad_right(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
-    out = torch.zeros((len(tensors), width), dtype=torch.float32)
-    for i, t in enumerate(tensors):
-        out[i, : len(t)] = t
-    return out
-
-
-@torch.no_grad()
-def reference_log_probs(
-    model: PreTrainedModel,
-    reference: ReferenceWeights,
-    prompt_ids: Sequence[torch.Tensor],
-    response_ids: Sequence[torch.Tensor],
-    pad_id: int,
-    temperature: float,
-    micro_batch_size: int,
-) -> list[torch.Tensor]:
-    """Per-row (R_i,) log-probs under the reference weights, computed once per batch (the reference
-    does not change across PPO epochs and mini-batches)."""
-    out: list[torch.Tensor] = []
-    with reference.swapped_in():
-        for start in range(0, len(prompt_ids), micro_batch_size):
-            chunk = range(start, min(start + micro_batch_size, len(prompt_ids)))
-            rows = pack_rows([prompt_ids[i] for i in chunk], [response_ids[i] for i in chunk], pad_id)
-            log_probs, _ = response_log_probs(model, rows, temperature)
-            out.extend(log_probs[j, : len(response_ids[i])].cpu() for j, i in enumerate(chunk))
-    return out
+from lamina.trainer.rollout import Policy, RolloutBatch
 
 
 @dataclass
@@ -108,37 +30,81 @@ class UpdateConfig:
     max_grad_norm: float = 1.0
 
 
+def _pad_right(tensors: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
+    out = torch.zeros((len(tensors), width), dtype=torch.float32)
+    for i, t in enumerate(tensors):
+        out[i, : len(t)] = t
+    return out.to(device)
+
+
+def _row_log_probs(
+    policy: Policy, batch: RolloutBatch, rows: Sequence[int], temperature: float, entropy=False
+):
+    return policy.log_probs(
+        [batch.prompt_ids[i] for i in rows],
+        [batch.response_ids[i] for i in rows],
+        temperature,
+        candidates=[batch.candidates[i] for i in rows] if batch.candidates is not None else None,
+        chosen=[int(batch.chosen[i]) for i in rows] if batch.chosen is not None else None,
+        with_entropy=entropy,
+    )
+
+
+@torch.no_grad()
+def reference_log_probs(
+    policy: Policy,
+    reference: ReferenceWeights,
+    batch: RolloutBatch,
+    temperature: float,
+    micro_batch_size: int,
+) -> list[torch.Tensor]:
+    """Per-row (L_i,) log-probs under the reference weights, computed once per batch (the reference
+    does not change across PPO epochs and mini-batches)."""
+    out: list[torch.Tensor] = []
+    with reference.swapped_in():
+        for start in range(0, len(batch), micro_batch_size):
+            chunk = list(range(start, min(start + micro_batch_size, len(batch))))
+            log_probs, _, _ = _row_log_probs(policy, batch, chunk, temperature)
+            out.extend(log_probs[j, : len(batch.old_log_probs[i])].float().cpu() for j, i in enumerate(chunk))
+    return out
+
+
 def ppo_update(
-    model: PreTrainedModel,
+    policy: Policy,
     optimizer: torch.optim.Optimizer,
     trainable: Sequence[torch.nn.Parameter],
-    prompt_ids: Sequence[torch.Tensor],
-    response_ids: Sequence[torch.Tensor],
-    old_log_probs: Sequence[torch.Tensor],
+    batch: RolloutBatch,
     row_advantages: np.ndarray,
     loss_cfg: LossConfig,
     update_cfg: UpdateConfig,
-    pad_id: int,
     loss_scale_factor: int,
-    temperature: float = 1.0,
+    temperature: float,
     reference: ReferenceWeights | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """PPO epochs over mini-batches of rows; each row's scalar advantage goes to all its tokens.
+    """PPO epochs over mini-batches of rows; each row's scalar advantage goes to all its units.
 
-    ``loss_scale_factor`` is the constant of ``seq-mean-token-sum-norm`` (the max response length).
-    Returns averaged metrics: ``loss``, ``pg_loss``, ``pg_clipfrac``, ``ppo_kl``, ``kl``, ``grad_norm``...
+    The forward runs in eval mode (no dropout), so the first on-policy step is at ratio 1.
+    An optimizer step whose loss or gradient is not finite is skipped (weights and optimizer state
+    untouched) and counted in ``skipped_steps``.
+
+    Args:
+        loss_scale_factor: the constant of ``seq-mean-token-sum-norm`` (the max response length).
+        temperature: the sampling temperature the old log-probs were recorded at (> 0).
+    Returns:
+        averaged metrics: ``loss``, ``pg_loss``, ``pg_clipfrac``, ``ppo_kl``, ``kl``, ``grad_norm``,
+        and ``skipped_steps`` / ``optimizer_steps`` (sums).
     """
-    n = len(prompt_ids)
+    model = policy.model
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(batch)
     mini = update_cfg.mini_batch_size or n
     totals: dict[str, list[float]] = {}
+    skipped = steps = 0
     ref_rows = None
     if reference is not None and loss_cfg.kl_coef > 0:
-        model.eval()
-        ref_rows = reference_log_probs(
-            model, reference, prompt_ids, response_ids, pad_id, temperature, update_cfg.micro_batch_size
-        )
-    model.train()
+        ref_rows = reference_log_probs(policy, reference, batch, temperature, update_cfg.micro_batch_size)
     for _ in range(update_cfg.ppo_epochs):
         order = (
             torch.randperm(n, generator=generator).tolist()
@@ -147,20 +113,23 @@ def ppo_update(
         )
         for start in range(0, n, mini):
             idx = order[start : start + mini]
-            num_tokens = sum(len(response_ids[i]) for i in idx)
-            actor = verl_actor_config(loss_cfg, num_tokens, len(idx), loss_scale_factor)
+            num_units = sum(len(batch.old_log_probs[i]) for i in idx)
+            actor = verl_actor_config(loss_cfg, num_units, len(idx), loss_scale_factor)
             optimizer.zero_grad(set_to_none=True)
             step_metrics: dict[str, float] = {}
             for m_start in range(0, len(idx), update_cfg.micro_batch_size):
                 micro = idx[m_start : m_start + update_cfg.micro_batch_size]
-                rows = pack_rows([prompt_ids[i] for i in micro], [response_ids[i] for i in micro], pad_id)
-                width = rows.response_ids.shape[1]
-                old = _pad_right([old_log_probs[i] for i in micro], width)
-                adv = torch.as_tensor(row_advantages[micro], dtype=torch.float32)[:, None].expand(-1, width)
-                ref = _pad_right([ref_rows[i] for i in micro], width) if ref_rows is not None else None
-                log_probs, entropy = response_log_probs(model, rows, temperature, loss_cfg.entropy_coef > 0)
+                log_probs, mask, entropy = _row_log_probs(
+                    policy, batch, micro, temperature, loss_cfg.entropy_coef > 0
+                )
+                width = log_probs.shape[1]
+                old = _pad_right([batch.old_log_probs[i] for i in micro], width, device)
+                adv = torch.as_tensor(row_advantages[micro], dtype=torch.float32, device=device)
+                ref = (
+                    _pad_right([ref_rows[i] for i in micro], width, device) if ref_rows is not None else None
+                )
                 loss, metrics = policy_loss(
-                    log_probs, old, adv, rows.response_mask, actor, loss_cfg, ref, entropy
+                    log_probs, old, adv[:, None].expand(-1, width), mask, actor, loss_cfg, ref, entropy
                 )
                 loss.backward()
                 share = len(micro) / len(idx)
@@ -170,9 +139,16 @@ def ppo_update(
                     step_metrics[k] = step_metrics.get(k, 0.0) + (
                         v if k in ("loss", "pg_loss", "kl", "entropy") else v * share
                     )
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, update_cfg.max_grad_norm)
-            optimizer.step()
-            step_metrics["grad_norm"] = float(grad_norm)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, update_cfg.max_grad_norm))
+            if math.isfinite(grad_norm) and math.isfinite(step_metrics["loss"]):
+                optimizer.step()
+                steps += 1
+            else:
+                skipped += 1  # a NaN/Inf step would poison the weights and Adam's moments
+            optimizer.zero_grad(set_to_none=True)
+            step_metrics["grad_norm"] = grad_norm
             for k, v in step_metrics.items():
                 totals.setdefault(k, []).append(v)
-    return {k: float(np.mean(v)) for k, v in totals.items()}
+    result = {k: float(np.mean(v)) for k, v in totals.items()}
+    result.update(skipped_steps=float(skipped), optimizer_steps=float(steps))
+    return result

@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers
 
+from lamina.agents.policy import HFPolicy
 from lamina.algorithms.losses import LossConfig
 from lamina.trainer.layers import (
     ReferenceWeights,
@@ -16,6 +17,7 @@ from lamina.trainer.layers import (
     parse_layers,
     trainable_parameter_names,
 )
+from lamina.trainer.rollout import single_step_batch
 from lamina.trainer.update import UpdateConfig, ppo_update
 
 
@@ -128,8 +130,14 @@ def test_block_discovery_and_selection_across_families(family):
     attn = trainable_parameter_names(model, [1], modules="attn")
     mlp = trainable_parameter_names(model, [1], modules="mlp")
     assert attn and mlp and not set(attn) & set(mlp) and set(attn) | set(mlp) < set(names)
-    embeddings = trainable_parameter_names(model, [], train_embeddings=True)
+    tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    embeddings = trainable_parameter_names(model, [], train_embeddings=True, train_lm_head=tied)
     assert len(embeddings) >= 1 and not any(n.startswith(prefix + ".") for n in embeddings)
+    if tied:  # one tensor: training only one of the two would silently train both
+        with pytest.raises(ValueError, match="ties its LM head to the input embeddings"):
+            trainable_parameter_names(model, [], train_embeddings=True)
+        with pytest.raises(ValueError, match="train_lm_head=True"):
+            trainable_parameter_names(model, [], train_lm_head=True)
 
 
 def _rows(tokenizer, n=6, seed=0):
@@ -170,17 +178,15 @@ def test_single_block_update_invariants(tiny_model, tokenizer):
     reference = ReferenceWeights(trainable)
     for _ in range(2):
         ppo_update(
-            model,
+            HFPolicy(model, tokenizer),
             optimizer,
             trainable,
-            prompts,
-            responses,
-            old,
+            single_step_batch(prompts, responses, old),
             np.linspace(-1, 1, len(prompts)),
             LossConfig(kl_coef=0.1),
             UpdateConfig(micro_batch_size=4),
-            tokenizer.pad_token_id,
             8,
+            1.0,
             reference=reference,
         )
         for name, param in model.named_parameters():
