@@ -58,6 +58,15 @@ def model_config_of(config: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**{k: v for k, v in (config.get("model") or {}).items() if k in known})
 
 
+def same_base_model(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether two model configs name the same base weights (the dtype may differ)."""
+    if a.path or b.path:
+        return a.path == b.path
+    if a.name == "tiny-random" or b.name == "tiny-random":
+        return (a.name, a.tiny_layers, a.tiny_hidden) == (b.name, b.tiny_layers, b.tiny_hidden)
+    return a.name == b.name
+
+
 def init_chain(run_dir: Path) -> list[Path]:
     """Checkpoint folders to load before the run's own, oldest first (its ``init_from`` chain)."""
     chain: list[Path] = []
@@ -69,7 +78,7 @@ def init_chain(run_dir: Path) -> list[Path]:
         if ckpt in chain or len(chain) >= MAX_INIT_CHAIN:
             raise ValueError(f"init_from chain of {run_dir} loops or is longer than {MAX_INIT_CHAIN}")
         parent_config = run_config(parent)
-        if model_config_of(parent_config) != model:
+        if not same_base_model(model_config_of(parent_config), model):
             raise ValueError(
                 f"init_from={str(source)!r} trained model {model_config_of(parent_config)}, "
                 f"but {run_dir} trains {model}"
@@ -96,3 +105,23 @@ def load_trained_model(
         load_checkpoint(earlier, model)
     model.eval()
     return model, tokenizer, ckpt
+
+
+def load_init_from(source: str | Path, model: PreTrainedModel, model_cfg: ModelConfig) -> Path:
+    """``init_from=DIR``: loads a finished run's trained tensors (and its own ``init_from`` chain)
+    into ``model``, e.g. a ``lamina sft`` warm start before RL. The layers it trained may differ
+    from the ones the new run trains. Returns the checkpoint folder loaded.
+
+    Raises:
+        ValueError: the folder is not a run/checkpoint, or it trained another base model.
+    """
+    ckpt, run_dir = resolve_checkpoint(source)
+    trained = model_config_of(run_config(run_dir))
+    if not same_base_model(trained, model_cfg):
+        raise ValueError(
+            f"init_from={str(source)!r} trained model {trained.path or trained.name!r}, "
+            f"but this run trains {model_cfg.path or model_cfg.name!r}"
+        )
+    for earlier in [*init_chain(run_dir), ckpt]:
+        load_checkpoint(earlier, model)
+    return ckpt
