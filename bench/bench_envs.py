@@ -36,15 +36,11 @@ from lamina.envs.textworld import request_infos
 
 TEXTWORLD_GAMES = 4  # treasure_hunter level 1 games 0..3 (generated once, ~5 s each, then cached)
 ALFWORLD_GAMES = 4  # the smallest (quickest to load) games of valid_seen
-SEARCH_TEMPLATE = "<your query>"
 
 
 def random_action(rng: random.Random, info: dict[str, Any]) -> str:
-    """A uniformly drawn admissible action; WebShop's search template is filled with the task."""
-    action = rng.choice(info["admissible_actions"])
-    if SEARCH_TEMPLATE in action:
-        return action.replace(SEARCH_TEMPLATE, " ".join(info["task"].split()[:8]))
-    return action
+    """A uniformly drawn admissible action (WebShop lists concrete candidate searches)."""
+    return rng.choice(info["admissible_actions"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ Rows (single process, episodes of at most 15 steps, ``reset`` time included):
   is a cache hit); ``TimeLimit(...)`` adds Gymnasium's wrapper as ``max_episode_steps=15`` does.
 - ``search only``: every step a ``search[...]`` with a never-seen query (BM25 scoring, no cache
   hit), followed by ``click[back to search]``; only the searches are counted.
-A random action is drawn uniformly from ``info["admissible_actions"]``; the search template is
-filled with the instruction (``info["task"]``) or the first words of a random product title.
+A random action is drawn uniformly from ``info["admissible_actions"]``; a drawn search (one of the
+candidate queries) is replaced half of the time by the first words of a random product title.
 """
 
 from __future__ import annotations
@@ -24,18 +24,15 @@ from collections.abc import Callable
 
 from gymnasium.wrappers import TimeLimit
 
-from lamina.envs.webshop import SEARCH_ACTION_TEMPLATE, WebShopEnv
-from lamina.envs.webshop_catalog import shared_webshop_dir
+from lamina.envs.webshop import WebShopEnv, shared_webshop_dir
 
 MAX_STEPS = 15
 
 
 def _random_action(rng: random.Random, env: WebShopEnv, info: dict) -> str:
     action = rng.choice(info["admissible_actions"])
-    if action != SEARCH_ACTION_TEMPLATE:
+    if not action.startswith("search[") or rng.random() < 0.5:
         return action
-    if rng.random() < 0.5:
-        return f"search[{info['task']}]"
     title = rng.choice(env.catalog.products).title
     return f"search[{' '.join(title.split()[:4])}]"
 

@@ -2,6 +2,14 @@
 
 The action is the text of the last ``<action>...</action>`` block. Missing tags, an empty action,
 or one outside the admissible list (where there is one) make the step invalid.
+
+Open commands: where the admissible list offers a ``search[...]`` command (WebShop lists candidate
+queries on pages with a search bar), any ``search[<non-empty query>]`` is admissible: the listed
+queries are suggestions for agents that choose among actions, not the only searches allowed.
+``OPEN_COMMANDS`` names such commands.
+
+Model text of any content and length never raises here; only the action text (at most
+``MAX_ACTION_CHARS`` characters) reaches an environment.
 """
 
 from __future__ import annotations
@@ -10,8 +18,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+OPEN_COMMANDS = ("search",)
+MAX_ACTION_CHARS = 1000  # longer "actions" are rambling, not commands; never sent in full
 _ACTION_RE = re.compile(r"<action>(.*?)</action>", re.S | re.I)
 _SPACES_RE = re.compile(r"\s+")
+_COMMAND_RE = re.compile(r"\s*([a-z_]+)\s*\[(.*)\]\s*", re.S | re.I)
 
 
 @dataclass(frozen=True)
@@ -27,22 +38,43 @@ def _normalise(text: str) -> str:
     return _SPACES_RE.sub(" ", text).strip().lower()
 
 
+def _open_command(action: str, admissible: Sequence[str]) -> str | None:
+    """``search[q]`` with a non-empty ``q`` when the admissible list offers a ``search[...]``."""
+    match = _COMMAND_RE.fullmatch(action)
+    if match is None or match.group(1).lower() not in OPEN_COMMANDS or not match.group(2).strip():
+        return None
+    prefix = match.group(1).lower() + "["
+    if not any(a.lower().startswith(prefix) for a in admissible):
+        return None
+    return f"{match.group(1).lower()}[{_SPACES_RE.sub(' ', match.group(2)).strip()}]"
+
+
 def parse_action(text: str, admissible: Sequence[str] | None = None) -> ParsedAction:
     """Parses the last ``<action>`` block and checks it against ``admissible``.
 
     An action matching an admissible one up to case and whitespace is mapped to its admissible
-    spelling, so the environment receives exactly a command it knows.
+    spelling, so the environment receives exactly a command it knows; an open command (see the
+    module docstring) is passed on with its whitespace collapsed.
     """
+    if not isinstance(text, str):
+        return ParsedAction("", False, f"model output is {type(text).__name__}, not text")
     blocks = _ACTION_RE.findall(text)
     if not blocks:
         return ParsedAction("", False, "missing <action>...</action> tags")
     action = blocks[-1].strip()
     if not action:
         return ParsedAction("", False, "empty action")
+    if len(action) > MAX_ACTION_CHARS:
+        return ParsedAction(
+            "", False, f"action is {len(action)} characters long; the limit is {MAX_ACTION_CHARS}"
+        )
     if admissible is None:
         return ParsedAction(action, True)
     by_key = {_normalise(a): a for a in admissible}
     match = by_key.get(_normalise(action))
-    if match is None:
-        return ParsedAction(action, False, "action is not admissible")
-    return ParsedAction(match, True)
+    if match is not None:
+        return ParsedAction(match, True)
+    command = _open_command(action, admissible)
+    if command is not None:
+        return ParsedAction(command, True)
+    return ParsedAction(action, False, "action is not admissible")

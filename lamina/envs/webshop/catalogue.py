@@ -1,4 +1,4 @@
-"""Product catalogues, goals and BM25 search for the WebShop environment (``lamina.envs.webshop``).
+"""Product catalogues for the WebShop environment: products, their goals and the search index.
 
 Three sources, all turned into the same :class:`Catalog`:
 
@@ -10,12 +10,12 @@ Three sources, all turned into the same :class:`Catalog`:
   goals: ``{asin: [{"instruction", "instruction_attributes", "instruction_options"}, ...]}``);
 - the 100 real products in the shared data folder (``<shared>/webshop/products_100.jsonl`` with
   ``items_ins_v2_1000.json``), read in place;
-- :func:`procedural_catalog`: any number of products and goals from a seed, with no data at all.
+- ``lamina.envs.webshop.procedural``: any number of products and goals from a seed.
 
-Goals follow WebShop's ``get_synthetic_goals``: one value per option of the goal product, the
-instruction text plus ``" with <name>: <value>, and ..."`` and ``", and price lower than X dollars"``
-with the bound drawn from WebShop's price grid. Where WebShop draws a range product's price
-uniformly inside the range, the catalogue uses the low end (deterministic).
+Products are read as WebShop's ``load_products`` reads them; a range price (``$19.99 - $27.99``)
+is drawn uniformly inside the range once per product, as ``generate_product_prices`` does, from a
+generator seeded by ``price_seed``. Goals are WebShop's (``lamina.envs.webshop.goals``); search is
+``lamina.envs.webshop.search`` over each product's ``contents``.
 """
 
 from __future__ import annotations
@@ -24,28 +24,20 @@ import functools
 import json
 import random
 import re
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import bm25s
-import numpy as np
-from bm25s.stopwords import STOPWORDS_EN
-
+from lamina.envs.webshop.goals import GoalSet, GoalTemplate
+from lamina.envs.webshop.search import SearchIndex
 from lamina.paths import shared_dir
 
-SEARCH_RETURN_N = 50  # WebShop's engine returns at most 50 products per query
 PRODUCT_WINDOW = 10  # products per results page
-PRICE_RANGE = [10.0 * i for i in range(1, 100)]  # WebShop's grid of price bounds
-NO_PRICE_BOUND = 1_000_000.0
 SHARED_PRODUCTS = "products_100.jsonl"
 SHARED_INSTRUCTIONS = "items_ins_v2_1000.json"
-_SEARCH_CACHE_SIZE = 4096
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
-_STOPWORDS = frozenset(STOPWORDS_EN)
+CATALOG_SOURCES = ("auto", "files", "shared", "procedural")
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +45,8 @@ class Product:
     """One product as WebShop's engine sees it after ``load_products``.
 
     ``options`` maps an option name (``"size"``) to its values, lower case as WebShop shows them;
-    ``price`` is the price used by the reward (the low end of ``pricing``).
+    ``price`` is the price the reward uses (drawn inside ``pricing`` for a range); ``contents`` is
+    the indexed text (empty: built as WebShop builds it, see :func:`webshop_contents`).
     """
 
     asin: str
@@ -63,162 +56,69 @@ class Product:
     product_category: str
     price_tag: str
     pricing: tuple[float, ...]
+    price: float
     options: dict[str, list[str]]
     attributes: list[str]
     bullet_points: list[str]
     description: str = ""
     reviews: list[dict[str, Any]] = field(default_factory=list)
     rating: str = "N.A."
-
-    @property
-    def price(self) -> float:
-        return self.pricing[0] if self.pricing else 100.0
+    contents: str = ""
 
 
-@dataclass(frozen=True)
-class GoalTemplate:
-    """What an instruction file says about one goal product; options and price are drawn at reset.
-
-    ``options`` is None for synthetic goals (one value per product option is drawn) and the human
-    goal's option texts otherwise.
-    """
-
-    asin: str
-    instruction: str
-    attributes: tuple[str, ...]
-    options: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Goal:
-    """A shopping goal: WebShop's goal dict with typed fields.
-
-    ``options`` maps an option name of the goal product to the wanted value (for human goals whose
-    option text matches no product value the key is ``"option <i>"``).
-    """
-
-    asin: str
-    instruction_text: str
-    attributes: tuple[str, ...]
-    options: dict[str, str]
-    price_upper: float
-    name: str
-    query: str
-    category: str
-    product_category: str
+def webshop_contents(product: Product) -> str:
+    """``convert_product_file_format.py``: title, description, first bullet, options, lower case."""
+    option_text = ", and ".join(f"{name}: {', '.join(values)}" for name, values in product.options.items())
+    first_bullet = product.bullet_points[0] if product.bullet_points else ""
+    return " ".join([product.title, product.description, first_bullet, option_text]).lower()
 
 
 class Catalog:
-    """Products, goal templates and a BM25 index over title + bullet points (built once)."""
+    """Products, their goals (WebShop's order, before the shuffle) and a search index (built once).
 
-    def __init__(self, products: Sequence[Product], goal_templates: Sequence[GoalTemplate], name: str):
+    Args:
+        products: the products, in file order.
+        goal_templates: what the instruction file says, in product order.
+        name: for messages.
+        price_seed: seeds the price-bound draws of the goals.
+    """
+
+    def __init__(
+        self,
+        products: Sequence[Product],
+        goal_templates: Sequence[GoalTemplate],
+        name: str,
+        price_seed: int = 0,
+    ):
         if not products:
             raise ValueError(f"catalogue {name!r} has no products")
         self.name = name
         self.products = list(products)
         self.by_asin = {p.asin: p for p in self.products}
-        self._asins = [p.asin for p in self.products]
-        self.goal_templates = [g for g in goal_templates if g.asin in self.by_asin and g.attributes]
-        if not self.goal_templates:
+        self.goals = GoalSet(self.by_asin, goal_templates, price_seed)
+        if not len(self.goals):
             raise ValueError(f"catalogue {name!r} has no goals (no product with an instruction)")
-        corpus = [search_tokens(" ".join([p.title, *p.bullet_points])) for p in self.products]
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(corpus, show_progress=False)
-        self._search_cache: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._index = SearchIndex([p.contents or webshop_contents(p) for p in self.products])
 
     def __len__(self) -> int:
         return len(self.products)
 
     def __repr__(self) -> str:
-        return f"Catalog({self.name!r}, products={len(self)}, goals={len(self.goal_templates)})"
+        return f"Catalog({self.name!r}, products={len(self)}, goals={len(self.goals)})"
 
     def search(self, query: str) -> tuple[str, ...]:
-        """ASINs of the best BM25 matches (score > 0, at most 50), best first; ties by catalogue order."""
-        cached = self._search_cache.get(query)
-        if cached is not None:
-            self._search_cache.move_to_end(query)
-            return cached
-        vocabulary = self._bm25.vocab_dict
-        token_ids = [vocabulary[w] for w in search_tokens(query) if w in vocabulary]
-        if token_ids:
-            scores = self._bm25.get_scores_from_ids(token_ids)
-            top = np.flatnonzero(scores > 0)  # in catalogue order
-            if len(top) > SEARCH_RETURN_N:
-                kth_best = np.partition(scores[top], len(top) - SEARCH_RETURN_N)[len(top) - SEARCH_RETURN_N]
-                top = top[scores[top] >= kth_best]
-            top = top[np.argsort(-scores[top], kind="stable")][:SEARCH_RETURN_N]
-            result = tuple(self._asins[i] for i in top.tolist())
-        else:
-            result = ()
-        self._search_cache[query] = result
-        if len(self._search_cache) > _SEARCH_CACHE_SIZE:
-            self._search_cache.popitem(last=False)
-        return result
+        """ASINs of the best matches (at most 50), best first."""
+        return tuple(self.products[i].asin for i in self._index.search(query))
 
     def clear_search_cache(self) -> None:
         """Forgets cached search results (for benchmarks; results never change)."""
-        self._search_cache.clear()
-
-    def sample_goal(self, rng: np.random.Generator) -> Goal:
-        """Draws a goal: a template, one value per option (synthetic goals) and a price bound."""
-        template = self.goal_templates[int(rng.integers(len(self.goal_templates)))]
-        product = self.by_asin[template.asin]
-        price_upper, price_text = _price_bound(product.price, rng)
-        if template.options is None:
-            options = {
-                name: values[int(rng.integers(len(values)))]
-                for name, values in sorted(product.options.items())
-                if values
-            }
-            option_text = ", and ".join(f"{k}: {v}" for k, v in options.items())
-            text = template.instruction + (f" with {option_text}" if option_text else "") + price_text
-        else:
-            options = _name_human_options(product, template.options)
-            text = template.instruction.strip(".") + price_text
-        return Goal(
-            asin=product.asin,
-            instruction_text=text,
-            attributes=template.attributes,
-            options=options,
-            price_upper=price_upper,
-            name=product.title,
-            query=product.query,
-            category=product.category,
-            product_category=product.product_category,
-        )
-
-
-def search_tokens(text: str) -> list[str]:
-    """``bm25s.tokenize``'s default rules (lower case, words of 2+ characters, English stopwords out)."""
-    return [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
-
-
-def _price_bound(price: float, rng: np.random.Generator) -> tuple[float, str]:
-    """WebShop's price goal: the larger of two of the four grid points just above the price."""
-    candidates = [p for p in PRICE_RANGE if p > price][:4]
-    if len(candidates) < 2:
-        return NO_PRICE_BOUND, ""
-    picked = sorted(rng.choice(len(candidates), size=2, replace=False))
-    upper = candidates[int(picked[1])]
-    return upper, f", and price lower than {upper:.2f} dollars"
-
-
-def _name_human_options(product: Product, option_texts: Iterable[str]) -> dict[str, str]:
-    """Keys a human goal's option texts by the product option whose values contain them."""
-    named: dict[str, str] = {}
-    for i, text in enumerate(option_texts):
-        text = text.strip().lower()
-        if not text:
-            continue
-        owner = next((k for k, values in product.options.items() if text in values and k not in named), None)
-        named[owner or f"option {i}"] = text
-    return named
+        self._index.clear_cache()
 
 
 # --------------------------------------------------------------------------- file catalogues
 
 
-def _parse_pricing(pricing: Any) -> tuple[tuple[float, ...], str]:
+def parse_pricing(pricing: Any) -> tuple[tuple[float, ...], str]:
     """WebShop's ``load_products`` price parsing: ``"$19.99 - $27.99"`` -> ((19.99, 27.99), tag)."""
     values: list[float] = []
     if isinstance(pricing, str):
@@ -237,20 +137,29 @@ def _parse_pricing(pricing: Any) -> tuple[tuple[float, ...], str]:
     return (values[0], values[1]), f"${values[0]} to ${values[1]}"
 
 
+def draw_price(pricing: Sequence[float], rng: random.Random) -> float:
+    """``generate_product_prices``: the single price, or uniform inside a range."""
+    if not pricing:
+        return 100.0
+    if len(pricing) == 1:
+        return float(pricing[0])
+    return rng.uniform(*pricing[:2])
+
+
 def _raw_options(customization: Any) -> dict[str, list[str]]:
     options: dict[str, list[str]] = {}
     if not isinstance(customization, Mapping):
         return options
     for name, contents in customization.items():
-        if not contents:
+        if contents is None:
             continue
         options[name.lower()] = [c["value"].strip().replace("/", " | ").lower() for c in contents]
     return options
 
 
-def _product_from_raw(raw: Mapping[str, Any], attributes: Sequence[str]) -> Product:
+def _product_from_raw(raw: Mapping[str, Any], attributes: Sequence[str], rng: random.Random) -> Product:
     """A product of ``items_shuffle*.json`` (the scraped format) as ``load_products`` builds it."""
-    pricing, tag = _parse_pricing(raw.get("pricing"))
+    pricing, tag = parse_pricing(raw.get("pricing"))
     bullets = raw.get("small_description") or []
     return Product(
         asin=raw["asin"],
@@ -260,6 +169,7 @@ def _product_from_raw(raw: Mapping[str, Any], attributes: Sequence[str]) -> Prod
         product_category=raw.get("product_category", ""),
         price_tag=tag,
         pricing=pricing,
+        price=draw_price(pricing, rng),
         options=_raw_options(raw.get("customization_options")),
         attributes=list(attributes) or ["DUMMY_ATTR"],
         bullet_points=bullets if isinstance(bullets, list) else [bullets],
@@ -269,9 +179,11 @@ def _product_from_raw(raw: Mapping[str, Any], attributes: Sequence[str]) -> Prod
     )
 
 
-def _product_from_processed(p: Mapping[str, Any], attributes: Sequence[str]) -> Product:
+def _product_from_processed(
+    p: Mapping[str, Any], attributes: Sequence[str], rng: random.Random, contents: str = ""
+) -> Product:
     """A product already processed by WebShop (``Title``, ``BulletPoints``, ``options``, ...)."""
-    pricing, tag = _parse_pricing(p.get("pricing"))
+    pricing, tag = parse_pricing(p.get("pricing"))
     return Product(
         asin=p["asin"],
         title=p.get("Title") or p.get("name", ""),
@@ -280,40 +192,54 @@ def _product_from_processed(p: Mapping[str, Any], attributes: Sequence[str]) -> 
         product_category=p.get("product_category", ""),
         price_tag=p.get("Price") or tag,
         pricing=pricing,
-        options={k.lower(): [str(v).lower() for v in vs] for k, vs in (p.get("options") or {}).items() if vs},
+        price=draw_price(pricing, rng),
+        options={k.lower(): [str(v).lower() for v in vs] for k, vs in (p.get("options") or {}).items()},
         attributes=list(p.get("Attributes") or attributes) or ["DUMMY_ATTR"],
         bullet_points=list(p.get("BulletPoints") or []),
         description=p.get("Description") or "",
         reviews=list(p.get("Reviews") or []),
         rating=str(p.get("Rating", "N.A.")),
+        contents=contents,
     )
 
 
-def _read_product_records(path: Path) -> list[dict[str, Any]]:
+def _read_product_records(path: Path) -> list[tuple[dict[str, Any], str]]:
+    """(product record, indexed ``contents`` or "") per line or list entry."""
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
         records = json.loads(text)
     else:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [r["product"] if "product" in r and isinstance(r["product"], dict) else r for r in records]
+    out = []
+    for r in records:
+        if "product" in r and isinstance(r["product"], dict):
+            out.append((r["product"], str(r.get("contents") or "")))
+        else:
+            out.append((r, ""))
+    return out
 
 
-def _goal_templates(instructions: Mapping[str, Any]) -> list[GoalTemplate]:
+def _goal_templates(instructions: Mapping[str, Any], asins: Sequence[str]) -> list[GoalTemplate]:
+    """Templates in product order (WebShop walks ``all_products`` to build its goals)."""
     templates = []
-    for asin, entry in instructions.items():
+    for asin in asins:
+        entry = instructions.get(asin)
         if isinstance(entry, list):  # human goals
             for goal in entry:
                 attrs = tuple(goal.get("instruction_attributes") or ())
                 if attrs and goal.get("instruction"):
-                    options = tuple(o for o in goal.get("instruction_options") or () if o)
+                    options = tuple(goal.get("instruction_options") or ())
                     templates.append(GoalTemplate(asin, goal["instruction"], attrs, options))
-        elif entry.get("instruction") and entry.get("instruction_attributes"):
+        elif isinstance(entry, Mapping) and entry.get("instruction") and entry.get("instruction_attributes"):
             templates.append(GoalTemplate(asin, entry["instruction"], tuple(entry["instruction_attributes"])))
     return templates
 
 
 def load_webshop_files(
-    catalog_path: str | Path, instructions_path: str | Path, num_products: int | None = None
+    catalog_path: str | Path,
+    instructions_path: str | Path,
+    num_products: int | None = None,
+    price_seed: int = 0,
 ) -> Catalog:
     """Loads WebShop's product and instruction files (formats in the module docstring).
 
@@ -330,9 +256,10 @@ def load_webshop_files(
     records = _read_product_records(catalog_path)
     if num_products is not None:
         records = records[:num_products]
+    rng = random.Random(price_seed)
     products: list[Product] = []
     seen: set[str] = set()
-    for record in records:
+    for record, contents in records:
         asin = str(record.get("asin", ""))
         if not asin or asin == "nan" or len(asin) > 10 or asin in seen:
             continue
@@ -342,9 +269,12 @@ def load_webshop_files(
             attributes = entry[0].get("attributes", []) if entry else []
         else:
             attributes = (entry or {}).get("attributes", [])
-        processed = "Title" in record or "BulletPoints" in record
-        products.append((_product_from_processed if processed else _product_from_raw)(record, attributes))
-    return Catalog(products, _goal_templates(instructions), name=str(catalog_path))
+        if "Title" in record or "BulletPoints" in record:
+            products.append(_product_from_processed(record, attributes, rng, contents))
+        else:
+            products.append(_product_from_raw(record, attributes, rng))
+    templates = _goal_templates(instructions, [p.asin for p in products])
+    return Catalog(products, templates, name=str(catalog_path), price_seed=price_seed)
 
 
 def shared_webshop_dir() -> Path | None:
@@ -355,328 +285,6 @@ def shared_webshop_dir() -> Path | None:
     folder = root / "webshop"
     ok = (folder / SHARED_PRODUCTS).is_file() and (folder / SHARED_INSTRUCTIONS).is_file()
     return folder if ok else None
-
-
-# --------------------------------------------------------------------------- procedural catalogue
-
-# (query, product category path, title nouns, option name -> value pool, price range)
-_ProductType = tuple[str, str, tuple[str, ...], dict[str, tuple[str, ...]], tuple[float, float]]
-
-_COLORS = ("black", "white", "navy blue", "red", "grey", "beige", "green", "pink", "brown", "purple")
-_SIZES = ("x-small", "small", "medium", "large", "x-large", "xx-large")
-_SHOE_SIZES = ("6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "11", "12")
-_PACKS = ("pack of 1", "pack of 2", "pack of 3", "pack of 6", "pack of 12")
-
-_CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[_ProductType, ...]]] = {
-    "fashion": (
-        (
-            "machine wash",
-            "quick drying",
-            "non slip",
-            "rubber sole",
-            "polyester spandex",
-            "long sleeve",
-            "button closure",
-            "daily wear",
-            "lace up",
-            "relaxed fit",
-            "high waist",
-            "moisture wicking",
-        ),
-        (
-            (
-                "men's running shoes",
-                "Clothing, Shoes & Jewelry › Men › Shoes › Athletic › Running",
-                ("Running Shoes", "Sneakers", "Trail Runners"),
-                {"size": _SHOE_SIZES, "color": _COLORS},
-                (25, 140),
-            ),
-            (
-                "women's dresses",
-                "Clothing, Shoes & Jewelry › Women › Clothing › Dresses",
-                ("Midi Dress", "Maxi Dress", "Wrap Dress"),
-                {"size": _SIZES, "color": _COLORS},
-                (15, 80),
-            ),
-            (
-                "men's t-shirts",
-                "Clothing, Shoes & Jewelry › Men › Clothing › Shirts › T-Shirts",
-                ("T-Shirt", "Crew Neck Tee", "Henley Shirt"),
-                {"size": _SIZES, "color": _COLORS},
-                (8, 35),
-            ),
-        ),
-    ),
-    "beauty": (
-        (
-            "sulfate free",
-            "paraben free",
-            "cruelty free",
-            "long lasting",
-            "easy to use",
-            "natural ingredients",
-            "dry skin",
-            "sensitive skin",
-            "travel size",
-            "fragrance free",
-            "hair growth",
-            "coconut oil",
-        ),
-        (
-            (
-                "shampoo & conditioner",
-                "Beauty & Personal Care › Hair Care › Shampoo & Conditioner",
-                ("Shampoo", "Conditioner", "Shampoo and Conditioner Set"),
-                {
-                    "size": ("8 fl oz", "12 fl oz", "16 fl oz", "32 fl oz"),
-                    "scent": ("lavender", "coconut", "unscented", "citrus", "mint"),
-                },
-                (6, 45),
-            ),
-            (
-                "face moisturizers",
-                "Beauty & Personal Care › Skin Care › Face › Moisturizers",
-                ("Face Cream", "Moisturizer", "Night Cream"),
-                {"size": ("1 oz", "1.7 oz", "2.5 oz")},
-                (9, 70),
-            ),
-            (
-                "lipstick",
-                "Beauty & Personal Care › Makeup › Lips › Lipstick",
-                ("Lipstick", "Matte Lip Color", "Lip Crayon"),
-                {"color": ("red", "pink", "nude", "berry", "coral", "plum")},
-                (5, 30),
-            ),
-        ),
-    ),
-    "electronics": (
-        (
-            "fast charging",
-            "noise cancelling",
-            "high definition",
-            "usb port",
-            "wireless bluetooth",
-            "easy install",
-            "long battery life",
-            "water resistant",
-            "plug and play",
-            "compact size",
-            "high speed",
-            "hands free",
-        ),
-        (
-            (
-                "headphones",
-                "Electronics › Headphones, Earbuds & Accessories › Headphones › Over-Ear",
-                ("Headphones", "Over-Ear Headset", "Wireless Earphones"),
-                {"color": ("black", "white", "silver", "blue")},
-                (20, 250),
-            ),
-            (
-                "phone chargers",
-                "Electronics › Cell Phones & Accessories › Chargers & Power Adapters",
-                ("Phone Charger", "Charging Cable", "Wall Charger"),
-                {"size": ("3 ft", "6 ft", "10 ft"), "color": ("black", "white")},
-                (7, 40),
-            ),
-            (
-                "bluetooth speakers",
-                "Electronics › Portable Audio & Video › Portable Speakers",
-                ("Bluetooth Speaker", "Portable Speaker", "Party Speaker"),
-                {"color": ("black", "red", "blue", "grey")},
-                (18, 180),
-            ),
-        ),
-    ),
-    "garden": (
-        (
-            "easy clean",
-            "space saving",
-            "easy assemble",
-            "solid wood",
-            "stainless steel",
-            "living room",
-            "non toxic",
-            "dishwasher safe",
-            "heavy duty",
-            "storage space",
-            "mid century",
-            "metal legs",
-        ),
-        (
-            (
-                "console tables",
-                "Home & Kitchen › Furniture › Living Room Furniture › Tables › Console Tables",
-                ("Console Table", "Sofa Table", "Entryway Table"),
-                {"color": ("walnut", "espresso", "white", "black", "natural oak")},
-                (60, 600),
-            ),
-            (
-                "cookware sets",
-                "Home & Kitchen › Kitchen & Dining › Cookware › Cookware Sets",
-                ("Cookware Set", "Pots and Pans Set", "Frying Pan"),
-                {"size": ("3 piece", "5 piece", "10 piece", "12 piece")},
-                (30, 300),
-            ),
-            (
-                "throw pillow covers",
-                "Home & Kitchen › Bedding › Decorative Pillows › Throw Pillow Covers",
-                ("Throw Pillow Covers", "Cushion Case", "Pillow Case"),
-                {"size": ("16 x 16 inch", "18 x 18 inch", "20 x 20 inch"), "color": _COLORS},
-                (8, 40),
-            ),
-        ),
-    ),
-    "grocery": (
-        (
-            "gluten free",
-            "non gmo",
-            "low sugar",
-            "sugar free",
-            "high protein",
-            "plant based",
-            "keto friendly",
-            "ready to eat",
-            "natural flavors",
-            "dairy free",
-            "low calorie",
-            "individually wrapped",
-        ),
-        (
-            (
-                "protein bars",
-                "Grocery & Gourmet Food › Snacks & Sweets › Bars › Protein Bars",
-                ("Protein Bars", "Snack Bars", "Energy Bars"),
-                {
-                    "flavor name": ("chocolate", "peanut butter", "vanilla", "cookies and cream"),
-                    "size": _PACKS,
-                },
-                (10, 60),
-            ),
-            (
-                "coffee",
-                "Grocery & Gourmet Food › Beverages › Coffee, Tea & Cocoa › Coffee › Ground Coffee",
-                ("Ground Coffee", "Whole Bean Coffee", "Coffee Pods"),
-                {"flavor name": ("dark roast", "medium roast", "hazelnut", "decaf"), "size": _PACKS},
-                (8, 50),
-            ),
-            (
-                "herbal tea",
-                "Grocery & Gourmet Food › Beverages › Coffee, Tea & Cocoa › Tea › Herbal",
-                ("Herbal Tea", "Tea Bags", "Loose Leaf Tea"),
-                {"flavor name": ("chamomile", "peppermint", "ginger", "hibiscus"), "size": _PACKS},
-                (4, 30),
-            ),
-        ),
-    ),
-}
-
-_BRAND_PARTS = (
-    ("Zen", "Nova", "Aero", "Blue", "Terra", "Lumi", "Vita", "Orbi", "Kora", "Sol", "Pine", "Max"),
-    ("field", "line", "craft", "peak", "wave", "nest", "works", "home", "leaf", "core", "ly", "ora"),
-)
-_STYLE_WORDS = (
-    "Classic",
-    "Premium",
-    "Essential",
-    "Modern",
-    "Ultra",
-    "Everyday",
-    "Deluxe",
-    "Signature",
-    "Original",
-    "Pro",
-    "Lightweight",
-    "Compact",
-    "Vintage",
-    "Soft",
-    "Comfort",
-)
-_INSTRUCTION_FORMS = (
-    "i am looking for {attrs} {query}",
-    "i need {attrs} {query}",
-    "find me {attrs} {query}",
-    "i want to buy {query} that is {attrs}",
-    "i'm searching for {query} that are {attrs}",
-)
-_ASIN_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
-_REVIEW_LINES = (
-    ("Great value", 5, "Works exactly as described, would buy again."),
-    ("Pretty good", 4, "Good quality for the price, shipping was quick."),
-    ("It's okay", 3, "Does the job but feels a bit cheap."),
-    ("Disappointed", 2, "Not what I expected from the pictures."),
-)
-
-
-def _join_attributes(attrs: Sequence[str]) -> str:
-    return attrs[0] if len(attrs) == 1 else ", ".join(attrs[:-1]) + " and " + attrs[-1]
-
-
-def _procedural_product(
-    rng: random.Random, index: int, category: str, kind: _ProductType, pool: Sequence[str]
-) -> tuple[Product, GoalTemplate]:
-    query, path, nouns, option_pools, (low, high) = kind
-    brand = rng.choice(_BRAND_PARTS[0]) + rng.choice(_BRAND_PARTS[1])
-    style = rng.choice(_STYLE_WORDS)
-    noun = rng.choice(nouns)
-    attributes = rng.sample(pool, rng.randint(2, 4))
-    features = f"{attributes[0].title()}, {attributes[1].title()}"
-    title = f"{brand} {style} {noun}, {features} - Model {index + 1:04d}"
-    options: dict[str, list[str]] = {}
-    if rng.random() < 0.85:
-        for name, values in option_pools.items():
-            chosen = set(rng.sample(range(len(values)), rng.randint(2, min(len(values), 6))))
-            options[name] = [v for i, v in enumerate(values) if i in chosen]
-    price = float(int(rng.uniform(low, high))) + 0.99
-    bullets = [f"{a.capitalize()}: designed with {a} in mind for everyday use." for a in attributes]
-    bullets.append(f"{noun} by {brand}; satisfaction guaranteed.")
-    reviews = [
-        dict(zip(("title", "score", "body"), line, strict=True))
-        for line in rng.sample(_REVIEW_LINES, rng.randint(0, 2))
-    ]
-    rating = f"{sum(r['score'] for r in reviews) / len(reviews):.1f}" if reviews else "N.A."
-    asin = "B0" + "".join(rng.choices(_ASIN_CHARS, k=7)) + str(index % 10)
-    product = Product(
-        asin=asin,
-        title=title,
-        category=category,
-        query=query,
-        product_category=path,
-        price_tag=f"${price:.2f}",
-        pricing=(price,),
-        options=options,
-        attributes=attributes,
-        bullet_points=bullets,
-        description=f"The {style.lower()} {noun.lower()} from {brand}. {bullets[0]}",
-        reviews=reviews,
-        rating=rating,
-    )
-    goal_attrs = rng.sample(attributes, rng.randint(1, min(3, len(attributes))))
-    instruction = rng.choice(_INSTRUCTION_FORMS).format(attrs=_join_attributes(goal_attrs), query=query)
-    return product, GoalTemplate(asin, instruction, tuple(goal_attrs))
-
-
-def procedural_catalog(num_products: int = 500, seed: int = 0) -> Catalog:
-    """A synthetic catalogue: 5 categories x 3 product types, every product with one goal.
-
-    Titles are unique (they end in a model number), ASINs are unique, prices lie in a range per
-    product type, and each goal asks for 1-3 of the product's attributes in one of a few phrasings.
-    The same ``(num_products, seed)`` gives the same catalogue (Python's ``random.Random``).
-    """
-    if num_products < 1:
-        raise ValueError(f"num_products={num_products!r} must be at least 1")
-    rng = random.Random(seed)
-    kinds = [(cat, kind, pool) for cat, (pool, types) in _CATEGORIES.items() for kind in types]
-    products, templates, asins = [], [], set()
-    for index in range(num_products):
-        category, kind, pool = rng.choice(kinds)
-        product, template = _procedural_product(rng, index, category, kind, pool)
-        while product.asin in asins:  # astronomically rare; redraw with the same generator
-            product, template = _procedural_product(rng, index, category, kind, pool)
-        asins.add(product.asin)
-        products.append(product)
-        templates.append(template)
-    return Catalog(products, templates, name=f"procedural(num_products={num_products}, seed={seed})")
 
 
 def load_catalog(
@@ -691,18 +299,19 @@ def load_catalog(
     ``catalog``: ``"files"`` (``catalog_path`` + ``instructions_path``), ``"shared"`` (the 100 real
     products of the shared folder), ``"procedural"`` (``num_products``, default 500, from
     ``catalog_seed``) or ``"auto"``: files if ``catalog_path`` is given, else shared if present,
-    else procedural.
+    else procedural. ``catalog_seed`` also seeds range prices and price bounds.
 
     Raises:
         ValueError: unknown ``catalog`` value or missing paths; FileNotFoundError: missing files.
     """
     if catalog == "auto":
         catalog = "files" if catalog_path else ("shared" if shared_webshop_dir() else "procedural")
+    seed = int(catalog_seed)
     if catalog == "files":
         if not catalog_path or not instructions_path:
             raise ValueError("catalog='files' needs both catalog_path= and instructions_path=")
         return _cached_catalog(
-            str(Path(catalog_path).resolve()), str(Path(instructions_path).resolve()), num_products, 0
+            str(Path(catalog_path).resolve()), str(Path(instructions_path).resolve()), num_products, seed
         )
     if catalog == "shared":
         folder = shared_webshop_dir()
@@ -712,13 +321,12 @@ def load_catalog(
                 "set LAMINA_SHARED or use catalog='procedural'"
             )
         return _cached_catalog(
-            str(folder / SHARED_PRODUCTS), str(folder / SHARED_INSTRUCTIONS), num_products, 0
+            str(folder / SHARED_PRODUCTS), str(folder / SHARED_INSTRUCTIONS), num_products, seed
         )
     if catalog == "procedural":
-        return _cached_catalog(
-            None, None, 500 if num_products is None else int(num_products), int(catalog_seed)
-        )
-    raise ValueError(f"catalog={catalog!r} is not known; valid: 'auto', 'files', 'shared', 'procedural'")
+        return _cached_catalog(None, None, 500 if num_products is None else int(num_products), seed)
+    valid = ", ".join(repr(c) for c in CATALOG_SOURCES)
+    raise ValueError(f"catalog={catalog!r} is not known; valid: {valid}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -726,5 +334,7 @@ def _cached_catalog(
     catalog_path: str | None, instructions_path: str | None, num_products: int | None, seed: int
 ) -> Catalog:
     if catalog_path is None or instructions_path is None:
+        from lamina.envs.webshop.procedural import procedural_catalog
+
         return procedural_catalog(num_products or 500, seed)
-    return load_webshop_files(catalog_path, instructions_path, num_products)
+    return load_webshop_files(catalog_path, instructions_path, num_products, price_seed=seed)

@@ -3,21 +3,27 @@
     score = r_type * (attribute matches + option matches + [price <= bound])
                    / (goal attributes + goal options + 1)
 
-- attribute match: a goal attribute whose ``token_set_ratio`` with one of the product's attributes
-  is above 85, or that occurs verbatim in the title, bullet points or description;
-- option match: per *purchased* option, an exact match for ``size``, a ``token_set_ratio`` above
-  85 otherwise (values normalised to their first colour word first), or the value occurring in
-  the title, bullet points or description. Unlike WebShop the count is capped at the number of
-  goal options, so the score never exceeds 1;
+- attribute match: a goal attribute whose fuzzy score with one of the product's attributes is above
+  85, or that occurs verbatim in the title, bullet points or description (``get_attribute_reward``);
+- option match (``get_option_reward``): for each *goal* option, whether any bought option value
+  scores above 85 against it, both sides colour-normalised with WebShop's full colour list first.
+  Nothing else counts: no text elsewhere on the page, no exact rule for sizes. As in WebShop, a
+  synthetic goal's options reach the matcher as ``(name, value)`` pairs (``goal_options.items()``):
+  colour normalisation of a pair only fires when a colour word *equals* the name or the value, and
+  otherwise the fuzzy matcher sees the pair's text, ``"('size', 'x-large')"``, so the option name's
+  words count as goal tokens. Human goals' options are plain texts.
 - ``r_type`` (product type): 1 if the query or >= 2 category levels match or the title score is
   above 0.2, else 0.5; then 0.1 if the title score is below 0.1 and 0 if it is 0. The title score
   is the share of the goal title's words found in the bought title. WebShop keeps only spaCy
-  nouns (``en_core_web_lg``); the stand-in here keeps every lower-case word of two or more
+  nouns (``en_core_web_sm``); the stand-in here keeps every lower-case word of two or more
   characters that is neither a number nor an English stopword (adjectives count too, so two
   different titles score a little lower than with nouns only; an identical title still gives 1).
 
-Fuzzy matching is ``rapidfuzz.fuzz.token_set_ratio`` with ``thefuzz``'s preprocessing
-(lower case, non-alphanumerics to spaces), as WebShop's ``thefuzz`` call does.
+Fuzzy scores are ``thefuzz.fuzz.token_set_ratio`` exactly (WebShop pins ``thefuzz``): the inputs go
+through ``str()``, lose the characters U+0080..U+00FF, then rapidfuzz's ``default_process`` (lower
+case, non-alphanumerics to spaces, trimmed), and the score is rounded to an integer before the
+``> 85`` test. The test suite checks this module against a literal transcription of
+``get_reward`` run with ``thefuzz`` itself.
 """
 
 from __future__ import annotations
@@ -25,81 +31,32 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rapidfuzz import fuzz
 from rapidfuzz.utils import default_process
 
-from lamina.envs.webshop_catalog import Goal, Product
+from lamina.envs.webshop.catalogue import Product
+from lamina.envs.webshop.goals import Goal, OptionTerm
 
-EXACT_MATCH_OPTIONS = ("size",)
 FUZZY_THRESHOLD = 85
-# Colour words, tried in this order; a value holding one is reduced to it ("light blue" -> "blue").
-COLOR_WORDS = (
-    "alabaster",
-    "apricot",
-    "aqua",
-    "ash",
-    "azure",
-    "beige",
-    "black",
-    "blue",
-    "blush",
-    "bronze",
-    "brown",
-    "burgundy",
-    "camel",
-    "camo",
-    "caramel",
-    "champagne",
-    "charcoal",
-    "chocolate",
-    "coffee",
-    "copper",
-    "coral",
-    "cream",
-    "denim",
-    "espresso",
-    "fuchsia",
-    "gold",
-    "gray",
-    "green",
-    "grey",
-    "indigo",
-    "ivory",
-    "khaki",
-    "lavender",
-    "lilac",
-    "lime",
-    "magenta",
-    "maroon",
-    "mauve",
-    "mint",
-    "mocha",
-    "multicolor",
-    "mustard",
-    "navy",
-    "nude",
-    "olive",
-    "orange",
-    "peach",
-    "pink",
-    "plum",
-    "purple",
-    "red",
-    "rose",
-    "rust",
-    "sand",
-    "silver",
-    "tan",
-    "taupe",
-    "teal",
-    "turquoise",
-    "violet",
-    "walnut",
-    "white",
-    "wine",
-    "yellow",
-)
+# WebShop's COLOR_SET (web_agent_site/engine/normalize.py), in its order: the first one found wins.
+COLOR_SET = (
+    "alabaster", "apricot", "aqua", "ash", "asphalt", "azure",
+    "banana", "beige", "black", "blue", "blush", "bordeaux", "bronze",
+    "brown", "burgundy", "camel", "camo", "caramel", "champagne",
+    "charcoal", "cheetah", "chestnut", "chocolate", "christmas", "coffee",
+    "cognac", "copper", "coral", "cranberry", "cream", "crystal", "dark",
+    "denim", "eggplant", "elephant", "espresso", "fuchsia", "gold", "granite",
+    "grape", "graphite", "grass", "gray", "green", "grey", "heather", "indigo",
+    "ivory", "ivy", "khaki", "lavender", "lemon", "leopard", "light", "lilac",
+    "lime", "magenta", "maroon", "mauve", "merlot", "midnight", "mint", "mocha",
+    "multicolor", "mushroom", "mustard", "natural", "navy", "nude", "olive",
+    "orange", "peach", "pewter", "pink", "plum", "purple", "rainbow", "red",
+    "rose", "royal", "rust", "sand", "sapphire", "seashell", "silver", "skull",
+    "slate", "steel", "stone", "stonewash", "sunflower", "tan", "taupe", "teal",
+    "tiger", "turquoise", "violet", "walnut", "wheat", "white", "wine", "yellow",
+)  # fmt: skip
 STOPWORDS = frozenset(
     "a about above after again against all am an and any are as at be because been before being below "
     "between both but by can could did do does doing down during each few for from further had has have "
@@ -110,6 +67,7 @@ STOPWORDS = frozenset(
     "you your yours yourself yourselves".split()
 )
 _WORD = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
+_LATIN1 = {i: None for i in range(128, 256)}
 
 
 @dataclass(frozen=True)
@@ -128,25 +86,29 @@ class RewardBreakdown:
     title_score: float
 
 
-def normalize_color(value: str) -> str:
-    """The first colour word inside ``value`` (substring test, as WebShop), else ``value``."""
-    for color in COLOR_WORDS:
+def normalize_color(value: Any) -> Any:
+    """WebShop's ``normalize_color``: the first colour of ``COLOR_SET`` that is ``in`` the value.
+
+    For a string that is a substring test (``"light blue"`` -> ``"blue"``); for a ``(name, value)``
+    pair it is tuple membership, so only an exact colour name or value is replaced. Anything else
+    comes back unchanged.
+    """
+    for color in COLOR_SET:
         if color in value:
             return color
     return value
 
 
+def fuzzy_score(a: Any, b: Any) -> int:
+    """``thefuzz.fuzz.token_set_ratio(a, b)``: str(), U+0080..U+00FF dropped, processed, rounded."""
+    processed_a = default_process(str(a).translate(_LATIN1))
+    processed_b = default_process(str(b).translate(_LATIN1))
+    return int(round(fuzz.token_set_ratio(processed_a, processed_b)))
+
+
 def title_words(title: str) -> list[str]:
     """The stand-in for spaCy's nouns of a title: content words, in order, repeats kept."""
     return [w for w in _WORD.findall(title.lower()) if len(w) > 1 and not w.isdigit() and w not in STOPWORDS]
-
-
-def _fuzzy_match(a: str, b: str) -> bool:
-    return fuzz.token_set_ratio(a, b, processor=default_process) > FUZZY_THRESHOLD
-
-
-def _product_text(product: Product) -> tuple[str, str, str]:
-    return product.title.lower(), " ".join(product.bullet_points).lower(), product.description.lower()
 
 
 def type_reward(product: Product, goal: Goal) -> tuple[float, bool, bool, float]:
@@ -170,28 +132,24 @@ def type_reward(product: Product, goal: Goal) -> tuple[float, bool, bool, float]
 
 def attribute_matches(product: Product, goal_attributes: Sequence[str]) -> int:
     """How many goal attributes the product has (fuzzy over its attributes, else verbatim in text)."""
-    texts = _product_text(product)
+    texts = (product.title.lower(), " ".join(product.bullet_points).lower(), product.description.lower())
     count = 0
     for wanted in goal_attributes:
-        if any(_fuzzy_match(have, wanted) for have in product.attributes) or any(wanted in t for t in texts):
+        if any(fuzzy_score(have, wanted) > FUZZY_THRESHOLD for have in product.attributes) or any(
+            wanted in t for t in texts
+        ):
             count += 1
     return count
 
 
-def option_matches(product: Product, goal_options: Sequence[str], purchased: Mapping[str, str]) -> int:
-    """How many purchased options match a goal option (WebShop's ``get_option_reward`` count)."""
-    wanted = [normalize_color(o) for o in goal_options]
-    texts = _product_text(product)
+def option_matches(purchased_values: Sequence[str], goal_terms: Sequence[OptionTerm]) -> int:
+    """How many goal options some purchased value matches (WebShop's ``get_option_reward`` count)."""
+    purchased = [normalize_color(value) for value in purchased_values]
     count = 0
-    for name, value in purchased.items():
-        value = normalize_color(value)
-        if name.lower() in EXACT_MATCH_OPTIONS:
-            matched = value in wanted
-        else:
-            matched = any(_fuzzy_match(g, value) for g in wanted)
-        if matched or any(value in t for t in texts):
+    for wanted in (normalize_color(term) for term in goal_terms):
+        if any(fuzzy_score(have, wanted) > FUZZY_THRESHOLD for have in purchased):
             count += 1
-    return min(count, len(wanted))
+    return count
 
 
 def webshop_reward(
@@ -205,15 +163,15 @@ def webshop_reward(
     r_type, query_match, category_match, title_score = type_reward(product, goal)
     r_price = price <= goal.price_upper if goal.price_upper > 0 else None
     n_attr = attribute_matches(product, goal.attributes)
-    goal_values = list(goal.options.values())
-    n_option = option_matches(product, goal_values, purchased_options)
-    total = len(goal.attributes) + len(goal_values) + 1
+    terms = goal.option_terms
+    n_option = option_matches(list(purchased_options.values()), terms)
+    total = len(goal.attributes) + len(terms) + 1
     score = (n_attr + n_option + bool(r_price)) / total * r_type
     return RewardBreakdown(
         score=score,
         r_type=r_type,
         r_att=n_attr / len(goal.attributes) if goal.attributes else 0.0,
-        r_option=n_option / len(goal_values) if goal_values else None,
+        r_option=n_option / len(terms) if terms else None,
         r_price=r_price,
         num_attr_matches=n_attr,
         num_option_matches=n_option,
