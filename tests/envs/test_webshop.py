@@ -22,7 +22,9 @@ from lamina.envs.webshop import (
     search_queries,
     shared_webshop_dir,
 )
+from lamina.envs.webshop.goals import SHUFFLE_SEED, combinations_of, shuffled_order, split_order
 from lamina.envs.webshop.procedural import procedural_catalog
+from lamina.envs.webshop.search import analyze
 
 PROCEDURAL = {"catalog": "procedural", "num_products": 300}
 BROAD_QUERY = "search[everyday use]"  # every procedural product's bullet points say it
@@ -480,3 +482,96 @@ def test_no_model_libraries_under_envs():
     for name in names:
         source = (folder / name).read_text()
         assert not re.search(r"^\s*(import|from)\s+(torch|transformers)\b", source, re.M), name
+
+
+# --------------------------------------------------------------------------- goals, splits, search
+
+
+def test_goals_are_one_per_option_combination():
+    catalog = procedural_catalog(120, seed=3)
+    expected = []
+    for product in catalog.products:  # one template per product, in product order
+        expected += [(product.asin, combo) for combo in combinations_of(product.options)]
+    assert [(g.asin, g.options) for g in catalog.goals] == expected
+    with_options = [g for g in catalog.goals if g.options]
+    assert len(with_options) / len(catalog.goals) > 0.9  # as in WebShop, few goals lack options
+    goal = with_options[0]
+    assert goal.option_terms == tuple(goal.options.items())
+    text = ", and ".join(f"{k}: {v}" for k, v in goal.options.items())
+    assert goal.instruction_text.startswith(f"{goal.base_instruction} with {text}")
+    # one price bound per product, shared by all its combinations
+    bounds = {(g.asin, g.price_upper) for g in catalog.goals}
+    assert len(bounds) == len({g.asin for g in catalog.goals})
+
+
+def test_shared_goal_distribution_matches_webshops_rule():
+    _shared_or_skip()
+    catalog = WebShopEnv(catalog="shared").catalog
+    assert len(catalog.goals) == 501 and catalog.goals.products_with_goals() == 44
+    without = sum(not g.options for g in catalog.goals)
+    assert without == 21  # 4% of goals, as WebShop builds them (lamina had 48% before)
+
+
+def test_splits_are_disjoint_and_follow_the_seed_233_shuffle():
+    count = 2000
+    order = shuffled_order(count)
+    reference = list(range(count))
+    random.seed(SHUFFLE_SEED)  # WebShop's SimServer: random.seed(233); random.shuffle(goals)
+    random.shuffle(reference)
+    assert order == reference
+    test, train = split_order(count, "test"), split_order(count, "train")
+    assert test == order[:500] and train == order[500:]  # verl-agent: the first 500 are the test set
+    assert not set(test) & set(train) and len(test) + len(train) == count
+    assert split_order(100, "test") == shuffled_order(100)[:20]  # small catalogues: a fifth
+    with pytest.raises(ValueError, match="split='dev'"):
+        split_order(100, "dev")
+    with pytest.raises(ValueError, match="test_goals=100"):
+        split_order(100, "train", test_goals=100)
+
+
+def test_env_splits_play_disjoint_goals():
+    train, test = WebShopEnv(split="train", **PROCEDURAL), WebShopEnv(split="test", **PROCEDURAL)
+    assert len(train.goal_order) + len(test.goal_order) == len(train.catalog.goals)
+    played_test = set()
+    for seed in range(len(test.goal_order)):
+        test.reset(seed=seed)
+        played_test.add(test.goal_index)
+    assert played_test == set(test.goal_order)
+    for seed in range(0, 3000, 7):
+        train.reset(seed=seed)
+        assert train.goal_index not in played_test
+
+
+def test_reward_mode_success_pays_only_a_perfect_purchase():
+    env = WebShopEnv(reward_mode="success", **PROCEDURAL)
+    reward, info, _ = _play_expert(env, 0)
+    assert info["won"] and reward == 10.0 and info["score"] == 1.0
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(env.expert_action())  # search the title, open the product
+    _, reward, terminated, _, info = env.step("click[buy now]")  # no options chosen
+    assert terminated and reward == 0.0 and 0.0 < info["score"] < 1.0
+    with pytest.raises(ValueError, match="reward_mode='money'"):
+        WebShopEnv(reward_mode="money", **PROCEDURAL)
+
+
+def test_stemmed_search_over_contents():
+    assert analyze("Women's Dresses, X-Large") == ["women", "dress", "x", "larg"]
+    catalog = procedural_catalog(300, seed=0)
+    assert catalog.search("dresses") == catalog.search("dress") and catalog.search("dress")
+    assert catalog.search("running shoe") == catalog.search("running shoes")
+    # a word that only an option value holds is found (WebShop indexes the options)
+    for product in catalog.products:
+        text = " ".join([product.title, product.description, *product.bullet_points]).lower()
+        words = [w for vs in product.options.values() for v in vs for w in v.split() if w.isalpha()]
+        only_in_options = [w for w in words if w not in text and len(w) > 3]
+        if only_in_options:
+            break
+    assert only_in_options, "no product with an option-only word"
+    assert product.asin in catalog.search(f"{only_in_options[0]} {product.title}")
+
+
+def test_shared_search_finds_dress_and_dresses_alike():
+    _shared_or_skip()
+    catalog = WebShopEnv(catalog="shared").catalog
+    assert catalog.search("dresses") == catalog.search("dress") != ()
