@@ -4,12 +4,12 @@
     lamina train env=alfworld agent.mode=generate init_from=runs/sft
 
 The expert of each environment (``env.unwrapped.expert_action()``: TextWorld's walkthrough, the
-ALFWorld PDDL planner, the Sokoban/FrozenLake solvers, WebShop's goal-product path) plays training
-tasks (seeds ``0..sft.episodes-1``, below ``env.train_tasks``). Every step becomes one row: the
-prompt exactly as RL builds it (``build_messages`` + the policy's chat-template ``encode``) and, as
-the response, the expert action in the form the policy emits it: ``<action>{action}</action>``
-then the end-of-turn token (generate mode), or the choose-mode continuation of the action (the
-same text + EOS by default). The loss is the token-mean cross-entropy of the response tokens only,
+ALFWorld PDDL planner, the Sokoban/FrozenLake solvers, WebShop's goal-product path) plays
+``sft.episodes`` training tasks (random seeds, below ``env.train_tasks`` when set). Every step
+becomes one row: the prompt exactly as RL builds it (``build_messages`` + the policy's
+chat-template ``encode``) and, as the response, the expert action in the form the policy emits it:
+``<action>{action}</action>`` then the end-of-turn token (generate mode), or the choose-mode
+continuation of the action (the same text + EOS by default). The loss is the token-mean cross-entropy of the response tokens only,
 on the blocks chosen by ``layers``/``modules`` (the same grammar as ``lamina train``). The output
 folder holds ``config.yaml``, ``metrics.jsonl`` (one row per epoch), ``sft.json`` and a checkpoint
 ``checkpoints/iter_NNNNNN`` (NNNNNN = the last epoch) that ``lamina train init_from=DIR``,
@@ -53,7 +53,7 @@ class SftConfig:
     """``sft`` config group.
 
     Args:
-        episodes: expert episodes, on training seeds ``0..episodes-1`` (capped at ``env.train_tasks``).
+        episodes: expert episodes, on distinct random training seeds (at most ``env.train_tasks``).
         epochs: passes over the expert rows.
         lr: AdamW learning rate (``trainer.lr_multipliers`` scale it per block).
         batch_size: rows per optimizer step.
@@ -151,10 +151,12 @@ def validate_sft(cfg: SftRunConfig) -> list[int]:
 
 
 def expert_seeds(cfg: SftRunConfig) -> list[int]:
-    """Training seeds ``0..episodes-1``, capped at ``env.train_tasks`` (the same task twice would
-    only repeat rows: resets are deterministic)."""
-    count = cfg.sft.episodes if cfg.env.train_tasks is None else min(cfg.sft.episodes, cfg.env.train_tasks)
-    return list(range(count))
+    """``sft.episodes`` distinct training seeds, drawn as ``lamina train`` draws its tasks: below
+    ``env.train_tasks`` when set (then at most that many), else below 2**31. Consecutive seeds
+    would pick neighbouring games (ALFWorld sorts its games by task type)."""
+    high = cfg.env.train_tasks or 2**31 - 1
+    rng = np.random.default_rng([cfg.sft.seed, 5])  # its own stream, apart from train's task draws
+    return [int(s) for s in rng.choice(high, size=min(cfg.sft.episodes, high), replace=False)]
 
 
 def response_builder(cfg: PromptConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):

@@ -58,7 +58,9 @@ def test_expert_rows_use_rl_prompts_and_the_policy_format(mode, tiny_model_and_t
 
 def test_seeds_stay_on_training_tasks():
     cfg = compose_sft_config([*TINY, "sft.episodes=10", "env.train_tasks=4"])
-    assert expert_seeds(cfg) == [0, 1, 2, 3]
+    assert sorted(expert_seeds(cfg)) == [0, 1, 2, 3]
+    seeds = expert_seeds(compose_sft_config([*TINY, "sft.episodes=5"]))
+    assert len(set(seeds)) == 5 and all(0 <= s < 2**31 for s in seeds)
 
 
 def test_sft_lowers_the_expert_loss_and_its_checkpoint_loads(tmp_path):
