@@ -12,10 +12,20 @@ started with the ``spawn`` context: never ``fork``, because the parent may hold 
 CUDA) that a forked child would inherit in a broken state. This module and the environments import
 no torch, so workers stay light.
 
-A worker that dies (killed, segfault) or does not answer within ``step_timeout_s`` is killed and
-restarted with fresh environments. The episodes it was playing end with ``truncated=True``,
-``info["worker_restarted"] = True`` and an observation saying the episode was cut; the next
-``reset`` works normally and ``restarts`` counts the restarts. Training goes on.
+A worker that dies (killed, segfault) or does not answer within ``step_timeout_s`` (an
+environment step that hangs) is killed and restarted with fresh environments. The episodes it was
+playing end with ``truncated=True``, ``info["worker_restarted"] = True`` and an observation saying
+the episode was cut; the next ``reset`` works normally and ``restarts`` counts the restarts.
+An environment whose ``step`` raises is replaced by a fresh copy the same way, in both modes: its
+episode alone ends with ``truncated=True``, ``info["env_restarted"] = True`` and
+``info["env_error"]`` (the exception and its traceback), and ``restarts`` counts it too. Training
+goes on. (A ``reset`` that raises is the caller's error and raises ``EnvWorkerError``.)
+
+Every command carries a sequence number that its reply repeats, so a call interrupted midway
+(Ctrl-C, an exception) leaves no stale reply for the next call to mistake for its own. Expert
+planning (``expert_actions``) has a time limit per environment, ``expert_timeout_s``: an expert that
+takes longer gives None for its environment. Workers exit within about a second when the parent
+process dies, however it dies.
 
 Note: like any ``spawn`` child, a worker imports the parent's ``__main__`` module (not under
 ``if __name__ == "__main__"``); keep heavy imports in a script's functions or under that guard.
@@ -23,9 +33,11 @@ Note: like any ``spawn`` child, a worker imports the parent's ``__main__`` modul
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -33,7 +45,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import gymnasium as gym
+
 from lamina.envs.registry import make, resolve_env_id
+
+log = logging.getLogger(__name__)
 
 # Seconds a worker gets to build its environments (ALFWorld scans its games, WebShop builds a
 # BM25 index) before it counts as hung; generous because other processes may share the cores.
@@ -42,6 +58,8 @@ STARTUP_TIMEOUT_S = 600.0
 CLOSE_GRACE_S = 5.0
 # Resets retried on a fresh worker after its predecessor died during the reset.
 RESET_RETRIES = 2
+# Seconds between a worker's checks that its parent process is still alive.
+PARENT_POLL_S = 0.5
 
 
 class EnvConstructionError(RuntimeError):
@@ -49,7 +67,23 @@ class EnvConstructionError(RuntimeError):
 
 
 class EnvWorkerError(RuntimeError):
-    """An environment raised inside ``reset``/``step``; carries the worker's traceback."""
+    """An environment raised inside ``reset``; carries the worker's traceback."""
+
+
+@dataclass(frozen=True)
+class EnvFault:
+    """What an environment's ``step`` raised (the environment has been replaced by a fresh copy)."""
+
+    message: str
+    traceback: str
+
+
+class _ExpertTimeout(Exception):
+    """Raised by SIGALRM inside a worker when one environment's expert takes too long."""
+
+
+def _on_expert_alarm(signum: int, frame: Any) -> None:
+    raise _ExpertTimeout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,26 +102,59 @@ class _EnvSlice:
     """
 
     def __init__(self, env_name: str, count: int, env_kwargs: dict[str, Any], max_episode_steps: int | None):
-        self.envs = [make(env_name, max_episode_steps=max_episode_steps, **env_kwargs) for _ in range(count)]
+        self._make_args = (env_name, env_kwargs, max_episode_steps)
+        self.envs = [self._make() for _ in range(count)]
+
+    def _make(self) -> gym.Env:
+        env_name, env_kwargs, max_episode_steps = self._make_args
+        return make(env_name, max_episode_steps=max_episode_steps, **env_kwargs)
 
     def reset(self, requests: list[tuple[int, int | None, dict[str, Any] | None]]) -> list[tuple[str, dict]]:
         """``(local index, seed, options)`` per environment to reset -> ``(observation, info)`` each."""
         return [self.envs[i].reset(seed=seed, options=options) for i, seed, options in requests]
 
-    def step(self, requests: list[tuple[int, str]]) -> list[tuple[str, float, bool, bool, dict]]:
-        """``(local index, action)`` per environment to step -> Gymnasium's 5-tuple each."""
-        results = []
+    def step(self, requests: list[tuple[int, str]]) -> list[tuple[str, float, bool, bool, dict] | EnvFault]:
+        """``(local index, action)`` per environment to step -> Gymnasium's 5-tuple each.
+
+        An environment that raises is replaced by a fresh copy and gives an ``EnvFault``.
+        """
+        results: list[tuple[str, float, bool, bool, dict] | EnvFault] = []
         for i, action in requests:
-            observation, reward, terminated, truncated, info = self.envs[i].step(action)
-            results.append((observation, float(reward), bool(terminated), bool(truncated), info))
+            try:
+                observation, reward, terminated, truncated, info = self.envs[i].step(action)
+                results.append((observation, float(reward), bool(terminated), bool(truncated), info))
+            except Exception as error:
+                results.append(EnvFault(f"{type(error).__name__}: {error}", traceback.format_exc()))
+                self._replace(i)
         return results
 
-    def expert_actions(self) -> list[str | None]:
-        """Each environment's ``expert_action()``; None where it has none."""
+    def _replace(self, i: int) -> None:
+        try:
+            self.envs[i].close()
+        except Exception:  # a broken environment may fail to close too; it is dropped anyway
+            pass
+        self.envs[i] = self._make()
+
+    def expert_actions(self, time_limit_s: float | None = None) -> list[str | None]:
+        """Each environment's ``expert_action()``; None where it has none, raises or times out.
+
+        ``time_limit_s`` (per environment) needs SIGALRM, so it applies only in a worker process.
+        """
         actions = []
         for env in self.envs:
             expert = getattr(env.unwrapped, "expert_action", None)
-            actions.append(expert() if callable(expert) else None)
+            if not callable(expert):
+                actions.append(None)
+                continue
+            if time_limit_s:
+                signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+            try:
+                actions.append(expert())
+            except _ExpertTimeout:
+                actions.append(None)
+            finally:
+                if time_limit_s:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
         return actions
 
     def close(self) -> None:
@@ -95,51 +162,74 @@ class _EnvSlice:
             env.close()
 
 
-def _error_reply(error: BaseException) -> tuple[str, str, str]:
-    return ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
+def _error_reply(seq: int, error: BaseException) -> tuple[int, str, str, str]:
+    return (seq, "error", f"{type(error).__name__}: {error}", traceback.format_exc())
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Ends this worker as soon as its parent is gone (a SIGKILLed parent runs no cleanup)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lamina-parent-watch", daemon=True).start()
 
 
 def _worker_main(
-    conn: Connection, env_name: str, count: int, env_kwargs: dict[str, Any], max_episode_steps: int | None
+    conn: Connection,
+    parent_pid: int,
+    env_id: str,
+    spec: dict[str, Any] | None,
+    count: int,
+    env_kwargs: dict[str, Any],
+    max_episode_steps: int | None,
 ) -> None:
     """The worker process: builds its environments, then answers commands until ``close`` or EOF.
 
-    Replies are ``("ok", payload)`` or ``("error", message, traceback)``; an environment that
-    raises does not end the worker (the parent decides what to do).
+    Commands are ``(seq, command, payload)``; replies ``(seq, "ok", payload)`` or ``(seq, "error",
+    message, traceback)`` (the ready message has seq 0). An environment that raises does not end the
+    worker. ``spec`` (entry point and step limit) registers ``env_id`` here when the parent
+    registered it at run time (a test, a notebook), since a spawned process starts afresh.
     """
     # Ctrl-C reaches the whole process group; the parent handles it and closes the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, _on_expert_alarm)
+    _exit_with_parent(parent_pid)
     try:
-        envs = _EnvSlice(env_name, count, env_kwargs, max_episode_steps)
+        if spec is not None and env_id not in gym.registry:
+            gym.register(id=env_id, **spec)
+        envs = _EnvSlice(env_id, count, env_kwargs, max_episode_steps)
     except BaseException as error:  # any constructor failure must reach the parent, not hang it
-        conn.send(_error_reply(error))
+        conn.send(_error_reply(0, error))
         conn.close()
         return
-    conn.send(("ok", None))
+    conn.send((0, "ok", None))
     while True:
         try:
-            command, payload = conn.recv()
+            seq, command, payload = conn.recv()
         except (EOFError, OSError):  # the parent is gone
             break
         if command == "close":
             break
         try:
             if command == "reset":
-                reply: tuple = ("ok", envs.reset(payload))
+                reply: tuple = (seq, "ok", envs.reset(payload))
             elif command == "step":
-                reply = ("ok", envs.step(payload))
+                reply = (seq, "ok", envs.step(payload))
             elif command == "expert":
-                reply = ("ok", envs.expert_actions())
+                reply = (seq, "ok", envs.expert_actions(payload))
             else:
-                reply = ("error", f"unknown command {command!r}", "")
+                reply = (seq, "error", f"unknown command {command!r}", "")
         except Exception as error:
-            reply = _error_reply(error)
+            reply = _error_reply(seq, error)
         try:
             conn.send(reply)
         except (EOFError, OSError):  # the parent is gone
             break
         except Exception as error:  # an info value that cannot be pickled: report it, keep serving
-            conn.send(_error_reply(error))
+            conn.send(_error_reply(seq, error))
     envs.close()
     conn.close()
 
@@ -185,6 +275,8 @@ class EnvGroupRunner:
         max_episode_steps: Gymnasium's time limit; None keeps the registration's.
         step_timeout_s: seconds one worker may take to answer one ``reset``/``step`` call (all of
             its environments together) before it counts as hung and is restarted.
+        expert_timeout_s: seconds one environment's expert may plan in ``expert_actions`` before
+            it gives None (workers only; a worker gets this much per environment it holds).
 
     Attributes:
         restarts: how many worker restarts happened.
@@ -203,6 +295,7 @@ class EnvGroupRunner:
         env_kwargs: dict[str, Any] | None = None,
         max_episode_steps: int | None = None,
         step_timeout_s: float = 300.0,
+        expert_timeout_s: float = 60.0,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs} must be >= 1")
@@ -210,13 +303,24 @@ class EnvGroupRunner:
             raise ValueError(f"num_workers={num_workers} must be >= 0 (0 runs in-process)")
         if step_timeout_s <= 0:
             raise ValueError(f"step_timeout_s={step_timeout_s} must be > 0")
+        if expert_timeout_s <= 0:
+            raise ValueError(f"expert_timeout_s={expert_timeout_s} must be > 0")
         # Resolve here so an unknown name fails at once, with the list of valid names.
         self.env_id = resolve_env_id(env_name)
         self.num_envs = num_envs
         self.env_kwargs = dict(env_kwargs or {})
         self.max_episode_steps = max_episode_steps
         self.step_timeout_s = float(step_timeout_s)
+        self.expert_timeout_s = float(expert_timeout_s)
         self.restarts = 0
+        self._seq = 0  # the last command's sequence number; replies must repeat it
+        spec = gym.spec(self.env_id)
+        # What a spawned worker needs to register an id the parent registered at run time.
+        self._spec = (
+            {"entry_point": spec.entry_point, "max_episode_steps": spec.max_episode_steps}
+            if isinstance(spec.entry_point, str)
+            else None
+        )
         self._records = [_EnvRecord() for _ in range(num_envs)]
         self._context = mp.get_context("spawn")
         self._closed = False
@@ -339,6 +443,9 @@ class EnvGroupRunner:
             elif status == "ok":
                 for (local, _action), result in zip(commands[id(worker)][1], payload, strict=True):
                     i = worker.env_indices[local]
+                    if isinstance(result, EnvFault):
+                        self._cut_env_fault(i, result)
+                        continue
                     record = self._records[i]
                     record.observation, rewards[i], record.terminated, record.truncated, record.info = result
         self._restart(lost)
@@ -354,9 +461,13 @@ class EnvGroupRunner:
         )
 
     def expert_actions(self) -> list[str | None]:
-        """Each environment's ``expert_action()``: None where unavailable or the episode was cut."""
+        """Each environment's ``expert_action()``: None where unavailable, over ``expert_timeout_s``,
+        or the episode was cut."""
         self._check_open()
-        replies = self._run({id(w): ("expert", None) for w in self._workers})
+        commands = {id(w): ("expert", self.expert_timeout_s) for w in self._workers}
+        # A worker plans for each of its environments in turn, each within expert_timeout_s.
+        longest = max(len(w.env_indices) for w in self._workers)
+        replies = self._run(commands, timeout_s=self.step_timeout_s + self.expert_timeout_s * longest)
         actions: list[str | None] = [None] * self.num_envs
         lost = []
         for worker in self._workers:
@@ -410,7 +521,15 @@ class EnvGroupRunner:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main,
-            args=(child_conn, self.env_id, len(worker.env_indices), self.env_kwargs, self.max_episode_steps),
+            args=(
+                child_conn,
+                os.getpid(),
+                self.env_id,
+                self._spec,
+                len(worker.env_indices),
+                self.env_kwargs,
+                self.max_episode_steps,
+            ),
             name=f"lamina-env-worker-{worker.env_indices[0]}",
             daemon=True,  # never outlive the parent, even if close() is never called
         )
@@ -425,7 +544,7 @@ class EnvGroupRunner:
         if not worker.conn.poll(STARTUP_TIMEOUT_S):
             raise EnvConstructionError(self._construction_message(f"no answer in {STARTUP_TIMEOUT_S:.0f} s"))
         try:
-            reply = worker.conn.recv()
+            reply = worker.conn.recv()[1:]  # (0, status, ...): the ready message
         except (EOFError, OSError):
             worker.process.join(1.0)
             # Dying before the first reply is mostly the spawn pitfall: the worker re-imports the
@@ -479,12 +598,35 @@ class EnvGroupRunner:
                     record.info = {**record.info, "action_valid": True, "worker_restarted": True}
                 record.needs_reset = True
 
-    def _run(self, commands: dict[int, tuple[str, Any]]) -> dict[int, tuple]:
+    def _cut_env_fault(self, i: int, fault: EnvFault) -> None:
+        """Ends environment ``i``'s episode after its ``step`` raised (it was replaced already)."""
+        self.restarts += 1
+        log.warning(
+            "%s: environment %d raised in step() and was restarted: %s", self.env_id, i, fault.traceback
+        )
+        record = self._records[i]
+        record.observation = (
+            f"[The episode was cut short: the environment raised {fault.message} and was restarted. "
+            "Reset to play again.]"
+        )
+        record.truncated = True
+        # action_valid stays True: the agent's action is not known to be at fault, so no penalty.
+        record.info = {
+            **record.info,
+            "action_valid": True,
+            "env_restarted": True,
+            "env_error": f"{fault.message}\n{fault.traceback}",
+        }
+        record.needs_reset = True
+
+    def _run(self, commands: dict[int, tuple[str, Any]], timeout_s: float | None = None) -> dict[int, tuple]:
         """Sends each worker (keyed by ``id``) its command and collects one reply per worker.
 
         Replies: ``("ok", payload)``; ``("lost", reason)`` for a worker that died, hung past
-        ``step_timeout_s`` or could not be written to (the caller restarts it); ``("error", message,
-        traceback)`` for an environment that raised (the worker itself is fine).
+        ``timeout_s`` (default ``step_timeout_s``) or could not be written to (the caller restarts
+        it); ``("error", message, traceback)`` for an environment that raised (the worker itself is
+        fine). A reply whose sequence number is not this call's (left over from an interrupted
+        call) is dropped.
         """
         workers = [w for w in self._workers if id(w) in commands]
         replies: dict[int, tuple] = {}
@@ -501,31 +643,36 @@ class EnvGroupRunner:
                     replies[id(worker)] = ("ok", worker.local.expert_actions())
             return replies
 
+        self._seq += 1
+        seq = self._seq
         waiting: dict[Any, _Worker] = {}
         for worker in workers:
             assert worker.conn is not None
             try:
-                worker.conn.send(commands[id(worker)])
+                worker.conn.send((seq, *commands[id(worker)]))
                 waiting[worker.conn] = worker
             except OSError:  # BrokenPipeError: it died since the last call
                 replies[id(worker)] = self._lost(worker, self._death_reason(worker))
         # Every worker got its command before any answer is awaited: they run concurrently.
-        deadline = time.monotonic() + self.step_timeout_s
+        timeout_s = self.step_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         while waiting:
             remaining = deadline - time.monotonic()
             ready = wait(list(waiting), timeout=remaining) if remaining > 0 else []
             if not ready:
                 for worker in waiting.values():
-                    replies[id(worker)] = self._lost(
-                        worker, f"did not answer within {self.step_timeout_s:g} s"
-                    )
+                    replies[id(worker)] = self._lost(worker, f"did not answer within {timeout_s:g} s")
                 break
             for conn in ready:
-                worker = waiting.pop(conn)
                 try:
-                    replies[id(worker)] = conn.recv()  # type: ignore[union-attr]
+                    reply = conn.recv()  # type: ignore[union-attr]
                 except (EOFError, OSError):  # died mid-call
+                    worker = waiting.pop(conn)
                     replies[id(worker)] = self._lost(worker, self._death_reason(worker))
+                    continue
+                if reply[0] != seq:  # the answer to an interrupted earlier call: not ours
+                    continue
+                replies[id(waiting.pop(conn))] = reply[1:]
         return replies
 
     @staticmethod

@@ -6,6 +6,9 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -168,3 +171,114 @@ def test_env_error_in_worker_is_raised_and_the_runner_goes_on():
         observations, _ = runner.reset([0, 1], options=[None, {"map": ["SFF", "FFG"]}])
         assert observations[1] == "P__\n__G"
         assert runner.restarts == 0
+
+
+# --------------------------------------------------------------------------- injected faults
+
+
+@pytest.fixture
+def faulty_env_id():
+    """Registers the faulty test environment; workers register it from its entry point themselves."""
+    import gymnasium as gym
+    from faulty_env import ENV_ID
+
+    lamina.envs.register(ENV_ID.split("/")[1], "faulty_env:FaultyEnv")
+    yield ENV_ID
+    gym.registry.pop(ENV_ID, None)
+
+
+def test_env_step_that_hangs_hits_the_step_timeout(faulty_env_id):
+    with EnvGroupRunner(faulty_env_id, 4, num_workers=2, step_timeout_s=1.0) as runner:
+        runner.reset([0, 1, 2, 3])
+        start = time.monotonic()
+        observations, rewards, _, truncated, infos = runner.step(["hang", "ok", "ok", "ok"])
+        assert time.monotonic() - start < 30
+        assert runner.restarts == 1
+        assert (
+            truncated[:2] == [True, True] and infos[0]["worker_restarted"] and "cut short" in observations[0]
+        )
+        assert truncated[2:] == [False, False] and rewards[2:] == [1.0, 1.0]
+        observations, _ = runner.reset([0, 1, 2, 3])
+        assert observations[0] == "seed 0, step 0"
+        assert runner.step(["ok"] * 4)[1] == [1.0] * 4
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_env_that_raises_is_restarted_and_only_its_episode_cut(faulty_env_id, num_workers):
+    with EnvGroupRunner(faulty_env_id, 4, num_workers=num_workers) as runner:
+        runner.reset([0, 1, 2, 3])
+        observations, rewards, terminated, truncated, infos = runner.step(["raise", "ok", "ok", "ok"])
+        assert runner.restarts == 1
+        assert truncated == [True, False, False, False] and not any(terminated)
+        assert infos[0]["env_restarted"] and "RuntimeError: boom" in infos[0]["env_error"]
+        assert "Traceback" in infos[0]["env_error"] and "cut short" in observations[0]
+        assert infos[0]["action_valid"] is True  # not the agent's fault: no invalid-action penalty
+        assert rewards == [0.0, 1.0, 1.0, 1.0] and observations[1] == "seed 1, step 1"
+        assert runner.step([None, "ok", "ok", "ok"])[0][1] == "seed 1, step 2"  # env 1 kept its episode
+        assert runner.step(["ok"] * 4)[3][0] is True  # env 0 stays cut until the next reset
+        observations, _ = runner.reset([5, 1, 2, 3])
+        assert observations[0] == "seed 5, step 0" and runner.step(["ok"] * 4)[1] == [1.0] * 4
+
+
+def test_call_interrupted_midway_leaves_no_stale_reply(faulty_env_id, monkeypatch):
+    import lamina.envs.runner as runner_module
+
+    with EnvGroupRunner(faulty_env_id, 4, num_workers=2) as runner:
+        runner.reset([0, 1, 2, 3])
+        real_wait = runner_module.wait
+        calls = {"n": 0}
+
+        def interrupted_wait(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt  # after every worker got the step, before any reply is read
+            return real_wait(*args, **kwargs)
+
+        monkeypatch.setattr(runner_module, "wait", interrupted_wait)
+        with pytest.raises(KeyboardInterrupt):
+            runner.step(["ok"] * 4)
+        # The step replies are still in the pipes; the reset must read its own replies, not them.
+        observations, infos = runner.reset([7, 8, 9, 10])
+        assert observations == [f"seed {s}, step 0" for s in (7, 8, 9, 10)]
+        assert runner.step(["ok"] * 4)[0] == [f"seed {s}, step 1" for s in (7, 8, 9, 10)]
+        assert runner.restarts == 0
+
+
+def test_expert_time_limit_is_per_environment(faulty_env_id):
+    env_kwargs = {"expert_delay_s": 0.0}
+    with EnvGroupRunner(
+        faulty_env_id, 2, num_workers=1, env_kwargs=env_kwargs, expert_timeout_s=0.5
+    ) as runner:
+        runner.reset([0, 1])
+        assert runner.expert_actions() == ["ok", "ok"]
+    slow = {"expert_delay_s": 30.0}
+    with EnvGroupRunner(faulty_env_id, 2, num_workers=1, env_kwargs=slow, expert_timeout_s=0.5) as runner:
+        runner.reset([0, 1])
+        start = time.monotonic()
+        assert runner.expert_actions() == [None, None]  # each gave up after 0.5 s; the worker lives
+        assert time.monotonic() - start < 10 and runner.restarts == 0
+        assert runner.step(["ok", "ok"])[1] == [1.0, 1.0]
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from lamina.envs.runner import EnvGroupRunner\n"
+        "if __name__ == '__main__':\n"
+        "    runner = EnvGroupRunner('frozenlake', 2, num_workers=2)\n"
+        "    print(*runner.worker_pids, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        parent.kill()  # SIGKILL: no cleanup runs in the parent
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        parent.kill()
