@@ -1,0 +1,111 @@
+"""Test helpers for running real verl pieces on the CPU: a tiny model folder, a single-process
+gloo group, and a rollout-server client whose ``generate`` runs HF ``generate`` on the CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from verl.workers.rollout.replica import TokenOutput
+
+from lamina.agents.models import smollm2_checkpoint
+
+
+def save_tiny_llama(folder: Path, layers: int = 2, hidden: int = 64) -> Path:
+    """A random Llama with SmolLM2's tokenizer, saved as an HF folder verl can load."""
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,  # untied: verl then builds on the meta device, as for big models
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_env() -> dict[str, str]:
+    """What verl's ``Worker`` reads to join a one-rank process group."""
+    return {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
+
+
+class HFServerClient:
+    """verl's ``LLMServerClient.generate`` interface, answered by HF ``generate`` on the CPU.
+
+    Requests that arrive together are batched into one ``generate`` call (as a server would),
+    so the rollout's concurrency is exercised.
+    """
+
+    def __init__(self, model, tokenizer, seed: int = 0):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.generator = torch.Generator().manual_seed(seed)
+        self.requests: list[tuple[str, list[int], dict]] = []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+        self.requests.append((request_id, list(prompt_ids), dict(sampling_params)))
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
+        ids = torch.as_tensor([prompt_ids])
+        temperature = float(sampling_params.get("temperature", 1.0))
+        with torch.no_grad():
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=int(sampling_params.get("max_tokens", 16)),
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_k=0,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        response = out.sequences[0, ids.shape[1] :].tolist()
+        log_probs = [
+            torch.log_softmax(score[0].float(), dim=-1)[token].item()
+            for score, token in zip(out.scores, response, strict=False)
+        ]
+        return TokenOutput(token_ids=response, log_probs=log_probs, stop_reason="completed")
+
+
+def set_env(values: dict[str, str]) -> dict[str, str | None]:
+    """Sets environment variables; returns the previous values for ``restore_env``."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    return previous
+
+
+def restore_env(previous: dict[str, str | None]) -> None:
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
