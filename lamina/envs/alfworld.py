@@ -4,9 +4,12 @@
     obs, info = env.reset(seed=0)          # game 0 of the split's sorted game list
     obs, reward, terminated, truncated, info = env.step(info["admissible_actions"][0])
 
-Data: the official ``json_2.1.1`` layout (``alfworld-download`` writes it to ``~/.cache/alfworld``).
-Each game is a folder ``json_2.1.1/<split>/<task>/<trial>/`` with ``game.tw-pddl`` (PDDL domain,
-problem and text grammar) and ``traj_data.json``.
+Data: the official layouts, ``json_2.1.1`` or ``json_2.1.3`` (``alfworld-download`` writes them to
+``~/.cache/alfworld``). Each game is a folder ``json_2.1.x/<split>/<task>/<trial>/`` with
+``game.tw-pddl`` (PDDL domain, problem and the text grammar) and ``traj_data.json``. The two differ
+in the grammar each game file carries: ``json_2.1.1`` says ``put X in/on Y`` where ``json_2.1.3``
+(the grammar of the ``alfworld`` package's own ``alfred.twl2``) says ``move X to Y``. The engine
+reads the commands from the game file, so both play the same way; ``env.data_version`` tells which.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "eval_out_of_distribution": ("valid_unseen",),
 }
 DATA_VERSION = "json_2.1.1"
+# Layouts looked for under a data folder, in this order when ``data_version`` is not given.
+DATA_VERSIONS = ("json_2.1.1", "json_2.1.3", "json_2.1.2")
 GAME_FILE = "game.tw-pddl"
 TRAJ_FILE = "traj_data.json"
 _BANNER = "-= Welcome to TextWorld, ALFRED! =-"
@@ -56,13 +61,15 @@ def default_data_path() -> tuple[Path, str]:
     return Path("~/.cache/alfworld").expanduser(), "default ~/.cache/alfworld"
 
 
-def _json_root(data_path: Path) -> Path:
-    """The folder holding the split folders: ``data_path`` itself when it is ``json_2.1.1`` or holds
-    split folders directly, else ``data_path/json_2.1.1`` (also when nothing is there yet)."""
+def _json_root(data_path: Path, data_version: str | None = None) -> Path:
+    """The folder holding the split folders: ``data_path`` itself when it is a ``json_2.1.x`` folder
+    or holds split folders directly, else ``data_path/<data_version>``, or without one the first of
+    ``DATA_VERSIONS`` present (``json_2.1.1`` when none is there yet)."""
     folders = {folder for split_folders in SPLITS.values() for folder in split_folders}
-    if data_path.name == DATA_VERSION or any((data_path / folder).is_dir() for folder in folders):
+    if data_path.name.startswith("json_2.1.") or any((data_path / folder).is_dir() for folder in folders):
         return data_path
-    return data_path / DATA_VERSION
+    versions = (data_version,) if data_version else DATA_VERSIONS
+    return next((data_path / v for v in versions if (data_path / v).is_dir()), data_path / versions[0])
 
 
 def _is_solvable(game_file: Path) -> bool:
@@ -128,14 +135,14 @@ def available_splits(json_root: Path) -> dict[str, Path]:
     return found
 
 
-def _missing_data_message(data_path: Path, source: str) -> str:
-    json_root = _json_root(data_path)
+def _missing_data_message(data_path: Path, source: str, data_version: str | None = None) -> str:
+    json_root = _json_root(data_path, data_version)
     tried = [str(json_root / folder) for folders in SPLITS.values() for folder in folders]
     return (
         f"No ALFWorld games found under {data_path} ({source}). Looked for folders with "
         f"{GAME_FILE} + {TRAJ_FILE} in: {', '.join(tried)}. Get the data with `alfworld-download` "
         f"(it writes {DATA_VERSION}/ to ~/.cache/alfworld, or to $ALFWORLD_DATA), or set ALFWORLD_DATA "
-        f"(or data_path=) to the folder that holds {DATA_VERSION}/."
+        f"(or data_path=) to the folder that holds {' or '.join(DATA_VERSIONS[:2])}/."
     )
 
 
@@ -209,8 +216,10 @@ class ALFWorldEnv(TextEnv):
     ``game`` (the game folder) and ``task_type``.
 
     ## Arguments
-    - ``data_path``: folder holding ``json_2.1.1/`` (or that folder itself); default
-      ``$ALFWORLD_DATA``, else ``~/.cache/alfworld``.
+    - ``data_path``: folder holding ``json_2.1.1/`` or ``json_2.1.3/`` (or that folder itself);
+      default ``$ALFWORLD_DATA``, else ``~/.cache/alfworld``.
+    - ``data_version``: ``"json_2.1.1"`` (``put X in/on Y``) or ``"json_2.1.3"`` (``move X to Y``)
+      when ``data_path`` holds both; default: the first of ``DATA_VERSIONS`` present.
     - ``split``: ``train`` (``json_2.1.1/train``, or ``valid_train`` when only that exists),
       ``eval_in_distribution`` (``valid_seen``) or ``eval_out_of_distribution`` (``valid_unseen``).
     - ``task_types``: keep only these of the six ALFRED task types (default: all).
@@ -226,6 +235,7 @@ class ALFWorldEnv(TextEnv):
         self,
         data_path: str | os.PathLike[str] | None = None,
         split: str = "train",
+        data_version: str | None = None,
         task_types: Sequence[str] | None = None,
         won_reward: float = 10.0,
         render_mode: str | None = None,
@@ -238,23 +248,27 @@ class ALFWorldEnv(TextEnv):
         if unknown or not task_types:
             raise ValueError(f"unknown ALFWorld task types {unknown}; valid: {', '.join(TASK_TYPES)}")
 
+        if data_version is not None and not str(data_version).startswith("json_2.1."):
+            raise ValueError(f"data_version={data_version!r} is not known; valid: {', '.join(DATA_VERSIONS)}")
         if data_path is not None:
             root, source = Path(data_path).expanduser(), "data_path argument"
         else:
             root, source = default_data_path()
-        splits = available_splits(_json_root(root))
+        json_root = _json_root(root, data_version)
+        splits = available_splits(json_root)
         if not splits:
-            raise FileNotFoundError(_missing_data_message(root, source))
+            raise FileNotFoundError(_missing_data_message(root, source, data_version))
         if split not in splits:
             raise FileNotFoundError(
                 f"ALFWorld split {split!r} ({' or '.join(SPLITS[split])}) has no games under "
-                f"{_json_root(root)}; splits present there: {', '.join(splits)}"
+                f"{json_root}; splits present there: {', '.join(splits)}"
             )
         pairs = find_games(splits[split], [t for t in TASK_TYPES if t in task_types])
         if not pairs:
             raise ValueError(f"no {split} games of task types {list(task_types)} in {splits[split]}")
 
         self.data_path = root
+        self.data_version = json_root.name if json_root.name.startswith("json_2.1.") else "unknown"
         self.split = split
         self.split_dir = splits[split]
         self.task_types = task_types

@@ -298,3 +298,71 @@ def test_bad_arguments_list_the_valid_values(data):
 def test_expert_wins_sample_of_both_splits(env, data, name):
     rewards, info = play_expert(env, game_dir(data, name))
     assert info["won"] and rewards[-1] == 10.0 and sum(rewards) == 10.0
+
+
+# --------------------------------------------------------------------------- both data layouts
+
+PUT_211 = ('template :: "put {o} in/on {r}";', '"You put the {o.name} in/on the {r.name}."')
+MOVE_213 = ('template :: "move {o} to {r}";', '"You move the {o.name} to the {r.name}."')
+
+
+def _to_213(source: Path, root: Path, relative: str) -> Path:
+    """Writes game ``relative`` of the 2.1.1 folder ``source`` as a json_2.1.3 game under ``root``:
+    the same PDDL, with the grammar's ``put X in/on Y`` turned into ``move X to Y`` as the
+    ``alfworld`` package's own ``alfred.twl2`` has it."""
+    import json
+
+    game = json.loads((source / relative / "game.tw-pddl").read_text())
+    for old, new in zip(PUT_211, MOVE_213, strict=True):
+        assert old in game["grammar"]
+        game["grammar"] = game["grammar"].replace(old, new)
+    target = root / "json_2.1.3" / relative
+    target.mkdir(parents=True)
+    (target / "game.tw-pddl").write_text(json.dumps(game))
+    (target / "traj_data.json").write_text((source / relative / "traj_data.json").read_text())
+    return target
+
+
+def test_installed_alfworld_grammar_is_the_213_command_set():
+    import alfworld.info
+
+    grammar = (Path(alfworld.info.ALFRED_TWL2_PATH)).read_text()
+    assert all(text in grammar for text in MOVE_213) and not any(text in grammar for text in PUT_211)
+
+
+def test_both_layouts_load_and_play(tmp_path):
+    data = shared_path("alfworld", "json_2.1.1")
+    _to_213(data, tmp_path, QUICK)
+    old = ALFWorldEnv(data_path=data, split="eval_in_distribution", task_types=["pick_and_place_simple"])
+    new = ALFWorldEnv(data_path=tmp_path, split="eval_in_distribution")
+    assert (old.data_version, new.data_version) == ("json_2.1.1", "json_2.1.3")
+    assert (
+        ALFWorldEnv(data_path=tmp_path / "json_2.1.3", split="eval_in_distribution").data_version
+        == "json_2.1.3"
+    )
+    plays = {}
+    for env, game in ((old, data / QUICK), (new, 0)):
+        _, info = env.reset(options={"game": game})
+        actions = []
+        while not info["won"] and len(actions) < 30:
+            action = env.expert_action()
+            assert action is not None and action in info["admissible_actions"]
+            _, reward, terminated, _, info = env.step(action)
+            actions.append(action)
+        assert info["won"] and terminated and reward == 10.0
+        plays[env.data_version] = actions
+    assert any(a.startswith("put ") and " in/on " in a for a in plays["json_2.1.1"])
+    # the same walkthrough, in each layout's words
+    as_213 = [a.replace("put ", "move ", 1).replace(" in/on ", " to ") for a in plays["json_2.1.1"]]
+    assert plays["json_2.1.3"] == as_213
+
+
+def test_data_version_picks_a_layout_and_is_checked(tmp_path):
+    data = shared_path("alfworld", "json_2.1.1")
+    _to_213(data, tmp_path, QUICK)
+    (tmp_path / "json_2.1.1").symlink_to(data)
+    assert ALFWorldEnv(data_path=tmp_path, split="eval_in_distribution").data_version == "json_2.1.1"
+    env = ALFWorldEnv(data_path=tmp_path, split="eval_in_distribution", data_version="json_2.1.3")
+    assert env.data_version == "json_2.1.3" and len(env.games) == 1
+    with pytest.raises(ValueError, match="data_version='2.1.3'"):
+        ALFWorldEnv(data_path=tmp_path, data_version="2.1.3")
