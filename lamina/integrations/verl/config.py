@@ -29,6 +29,7 @@ ESTIMATORS: dict[str, str] = {
     "reinforce_pp": "reinforce_plus_plus",
 }
 ROLLOUT_ENGINES = ("vllm", "sglang")
+ROLLOUT_MANAGER = "lamina.integrations.verl.trainer.StepRolloutManager"
 
 
 @dataclass
@@ -170,6 +171,8 @@ def lamina_settings(cfg: Any, verl_cfg: VerlBackendConfig, model_path: str) -> d
         "trainer.project_name": "lamina",
         "trainer.experiment_name": Path(trainer.output_dir).name,
         "critic.enable": False,
+        # verl's slot for a custom rollout manager: lamina's per-step rollout
+        "+actor_rollout_ref.rollout.agent.agent_loop_manager_class": ROLLOUT_MANAGER,
     }
     if loss.loss_scale_factor:
         settings[f"{actor}.loss_scale_factor"] = loss.loss_scale_factor
@@ -214,12 +217,12 @@ def compose_verl_config(cfg: Any, verl_cfg: VerlBackendConfig | None = None, mod
     verl_cfg = verl_cfg or VerlBackendConfig()
     config = base_verl_config()
     apply_settings(config, lamina_settings(cfg, verl_cfg, model_path or model_folder(cfg.model)))
-    apply_settings(config, {"+lamina": lamina_section(cfg)})
+    apply_settings(config, {"+lamina": lamina_section(cfg, verl_cfg)})
     apply_overrides(config, list(verl_cfg.overrides))
     return config
 
 
-def lamina_section(cfg: Any) -> dict[str, Any]:
+def lamina_section(cfg: Any, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
     """What lamina's per-step trainer needs beyond verl's keys, as plain data."""
     return {
         "env": OmegaConf.to_container(OmegaConf.structured(cfg.env)),
@@ -230,6 +233,7 @@ def lamina_section(cfg: Any) -> dict[str, Any]:
         },
         "layers": layer_selection(cfg).to_env(),
         "output_dir": str(cfg.trainer.output_dir),
+        "mini_batches": verl_cfg.mini_batches,
         "seed": cfg.trainer.seed,
     }
 
