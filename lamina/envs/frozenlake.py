@@ -3,6 +3,11 @@
 Each seed gives a random map (Gymnasium's ``generate_random_map``, which redraws until a path from
 start to goal exists). The walk is deterministic unless ``is_slippery=True``.
 
+RAGEN's FrozenLake (RAGEN-AI/RAGEN ``ragen/env/frozen_lake``) is
+``FrozenLakeEnv(is_slippery=True, random_start_goal=True, symbols="ragen")``: its map generator
+(start and goal anywhere, seeded by the reset seed), Gymnasium's slippery dynamics and random draws,
+and RAGEN's symbols (``configs/env/frozenlake_ragen.yaml``).
+
     import gymnasium as gym, lamina.envs
     env = gym.make("lamina/FrozenLake-v0")
     obs, info = env.reset(seed=0)
@@ -13,7 +18,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import generate_random_map
+from gymnasium.utils import seeding
 
 from lamina.envs.actions import describe_action, parse_choice
 from lamina.envs.base import TextEnv, make_info
@@ -23,12 +30,18 @@ ACTIONS = ("up", "down", "left", "right")
 # Gymnasium's map letters (S start, F frozen, H hole, G goal) -> the symbols shown to the agent.
 _SYMBOLS = {"S": FROZEN, "F": FROZEN, "H": HOLE, "G": GOAL}
 _DELTAS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
-# With is_slippery, the move goes in the intended direction or one of its two perpendiculars (1/3 each).
-_PERPENDICULAR = {
-    "up": ("left", "right"),
-    "down": ("left", "right"),
-    "left": ("up", "down"),
-    "right": ("up", "down"),
+# With is_slippery, the move goes in the intended direction or one of its two perpendiculars (1/3 each),
+# drawn as Gymnasium draws it: among [(a - 1) % 4, a, (a + 1) % 4] in its action order.
+_GYM_ORDER = ("left", "down", "right", "up")
+SYMBOL_SETS = ("lamina", "ragen")
+# RAGEN's grid_lookup: player, frozen, hole, goal, player in a hole, player on the goal.
+RAGEN_SYMBOLS = {
+    "player": "P",
+    "frozen": "_",
+    "hole": "O",
+    "goal": "G",
+    "player_in_hole": "X",
+    "player_on_goal": "√",
 }
 
 
@@ -38,7 +51,9 @@ class FrozenLakeEnv(TextEnv):
     ## Observation
     The lake as a text grid, one row per line, after a line of feedback on the last action (the
     reset observation is the grid alone). Symbols: ``_`` frozen ice (the start is frozen ice too),
-    ``H`` hole, ``G`` goal, ``P`` the player (drawn over the cell it stands on).
+    ``H`` hole, ``G`` goal, ``P`` the player (drawn over the cell it stands on). With
+    ``symbols="ragen"``, RAGEN's: ``_`` frozen, ``O`` hole, ``G`` goal, ``P`` player, ``X`` player in
+    a hole, ``√`` player on the goal.
 
     ## Action
     One of ``up``, ``down``, ``left``, ``right`` (case-insensitive, surrounding whitespace
@@ -58,7 +73,10 @@ class FrozenLakeEnv(TextEnv):
     - ``size``: side of the square map; the start is the top-left cell, the goal the bottom-right.
     - ``hole_probability``: probability that a cell is a hole when the map is drawn.
     - ``is_slippery``: if True, a move goes in the intended direction or in one of the two
-      perpendicular directions, each with probability 1/3 (as in Gymnasium's FrozenLake).
+      perpendicular directions, each with probability 1/3 (Gymnasium's FrozenLake and its draws).
+    - ``random_start_goal``: draw start and goal anywhere, as RAGEN's ``generate_random_map`` (the
+      map is seeded by the reset seed itself, so a seed gives RAGEN's map).
+    - ``symbols``: ``"lamina"`` (default) or ``"ragen"``.
     - ``render_mode``: None or ``"ansi"`` (returns the last observation).
 
     ``reset(options={"map": ["SFF", "FHF", "FFG"]})`` plays a hand-built map in Gymnasium's letters
@@ -72,6 +90,8 @@ class FrozenLakeEnv(TextEnv):
         size: int = 4,
         hole_probability: float = 0.2,
         is_slippery: bool = False,
+        random_start_goal: bool = False,
+        symbols: str = "lamina",
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -79,9 +99,13 @@ class FrozenLakeEnv(TextEnv):
             raise ValueError(f"size={size!r} must be at least 2")
         if not 0.0 <= hole_probability < 1.0:
             raise ValueError(f"hole_probability={hole_probability!r} must be in [0, 1)")
+        if symbols not in SYMBOL_SETS:
+            raise ValueError(f"symbols={symbols!r} is not known; valid: {', '.join(SYMBOL_SETS)}")
         self.size = int(size)
         self.hole_probability = float(hole_probability)
         self.is_slippery = bool(is_slippery)
+        self.random_start_goal = bool(random_start_goal)
+        self.symbols = symbols
         self._map: list[str] = []
         self._position = (0, 0)
         self._plan: dict[tuple[int, int], str] = {}
@@ -90,11 +114,16 @@ class FrozenLakeEnv(TextEnv):
         super().reset(seed=seed)
         if options and options.get("map") is not None:
             letters = _check_map(options["map"])
+        elif self.random_start_goal:
+            map_seed = seed if seed is not None else int(self.np_random.integers(2**31))
+            letters = ragen_random_map(self.size, 1.0 - self.hole_probability, map_seed)
         else:
             map_seed = int(self.np_random.integers(2**31))
             letters = generate_random_map(size=self.size, p=1.0 - self.hole_probability, seed=map_seed)
         self._map = ["".join(_SYMBOLS[c] for c in line) for line in letters]
-        self._position = (0, 0)
+        start = next(i for i, c in enumerate("".join(letters)) if c == "S")
+        self._position = divmod(start, len(letters[0]))
+        self.np_random.random()  # Gymnasium's reset draws the start state: keep its random stream
         self._plan = {}
         self._last_observation = self._grid()
         return self._last_observation, self._info(action_valid=True)
@@ -110,8 +139,11 @@ class FrozenLakeEnv(TextEnv):
             return self._finish_step("The episode is over.", 0.0, action_valid=True)
 
         direction = move
-        if self.is_slippery:
-            direction = (move, *_PERPENDICULAR[move])[int(self.np_random.integers(3))]
+        if self.is_slippery:  # Gymnasium's categorical_sample over three equally likely moves
+            a = _GYM_ORDER.index(move)
+            choices = [_GYM_ORDER[(a - 1) % 4], move, _GYM_ORDER[(a + 1) % 4]]
+            draw = self.np_random.random()
+            direction = choices[int(np.argmax(np.cumsum([1 / 3, 1 / 3, 1 / 3]) > draw))]
         row, col = self._position
         d_row, d_col = _DELTAS[direction]
         new_row, new_col = row + d_row, col + d_col
@@ -137,8 +169,18 @@ class FrozenLakeEnv(TextEnv):
 
     @property
     def task(self) -> str:
+        if self.symbols == "ragen":
+            r = RAGEN_SYMBOLS
+            return (
+                f"Walk from your position {r['player']} to the goal {r['goal']} without falling into a hole "
+                f"{r['hole']}. Symbols: {r['frozen']} frozen ice, {r['hole']} hole, {r['goal']} goal, "
+                f"{r['player']} you, {r['player_in_hole']} you in a hole, "
+                f"{r['player_on_goal']} you on the goal. "
+                f"Actions: {', '.join(ACTIONS)}."
+            )
+        start = "the top-left corner" if not self.random_start_goal else "your position"
         return (
-            f"Walk from the top-left corner to the goal {GOAL} without falling into a hole {HOLE}. "
+            f"Walk from {start} to the goal {GOAL} without falling into a hole {HOLE}. "
             f"Symbols: {FROZEN} frozen ice, {HOLE} hole, {GOAL} goal, {PLAYER} you. "
             f"Actions: {', '.join(ACTIONS)}."
         )
@@ -168,9 +210,16 @@ class FrozenLakeEnv(TextEnv):
         )
 
     def _grid(self) -> str:
-        rows = [list(line) for line in self._map]
         row, col = self._position
-        rows[row][col] = PLAYER
+        if self.symbols == "ragen":
+            r = RAGEN_SYMBOLS
+            names = {FROZEN: r["frozen"], HOLE: r["hole"], GOAL: r["goal"]}
+            rows = [[names[c] for c in line] for line in self._map]
+            here = self._map[row][col]
+            rows[row][col] = {HOLE: r["player_in_hole"], GOAL: r["player_on_goal"]}.get(here, r["player"])
+        else:
+            rows = [list(line) for line in self._map]
+            rows[row][col] = PLAYER
         return "\n".join("".join(r) for r in rows)
 
     def _shortest_path(self) -> dict[tuple[int, int], str]:
@@ -200,11 +249,45 @@ def _check_map(rows: object) -> list[str]:
     """Validates a hand-built map in Gymnasium's letters.
 
     Raises:
-        ValueError: if it is not a rectangle of S/F/H/G with S at the top-left.
+        ValueError: if it is not a rectangle of S/F/H/G with exactly one S.
     """
     lines = [rows] if isinstance(rows, str) else list(rows)  # type: ignore[call-overload]
     lines = [line for text in lines for line in str(text).split()]
     ok = bool(lines) and all(len(line) == len(lines[0]) and set(line) <= set(_SYMBOLS) for line in lines)
-    if not ok or lines[0][0] != "S":
-        raise ValueError(f"a map is a rectangle of S/F/H/G rows with S at the top-left, got {rows!r}")
+    if not ok or "".join(lines).count("S") != 1:
+        raise ValueError(f"a map is a rectangle of S/F/H/G rows with exactly one start S, got {rows!r}")
     return lines
+
+
+def _has_path(board: np.ndarray) -> bool:
+    """Whether the goal is reachable from the start over non-hole cells (4-neighbour moves)."""
+    size = board.shape[0]
+    start = tuple(int(v) for v in np.argwhere(board == "S")[0])
+    frontier, seen = [start], set()
+    while frontier:
+        r, c = frontier.pop()
+        if (r, c) in seen:
+            continue
+        seen.add((r, c))
+        for dr, dc in ((1, 0), (0, 1), (-1, 0), (0, -1)):
+            nr, nc = r + dr, c + dc
+            if 0 <= nr < size and 0 <= nc < size:
+                if board[nr][nc] == "G":
+                    return True
+                if board[nr][nc] != "H":
+                    frontier.append((nr, nc))
+    return False
+
+
+def ragen_random_map(size: int, p: float, seed: int) -> list[str]:
+    """RAGEN's ``generate_random_map``: F with probability ``p`` else H; start and goal drawn anywhere
+    (distinct); redrawn until the goal is reachable. Same generator and draws, so same maps."""
+    rng, _ = seeding.np_random(seed)
+    while True:
+        board = rng.choice(["F", "H"], (size, size), p=[p, 1 - p])
+        start_r, start_c = rng.integers(size, size=2)
+        goal_r, goal_c = rng.integers(size, size=2)
+        if (start_r, start_c) != (goal_r, goal_c):
+            board[start_r][start_c], board[goal_r][goal_c] = "S", "G"
+            if _has_path(board):
+                return ["".join(row) for row in board]
