@@ -143,7 +143,11 @@ def lamina_settings(cfg: Any, verl_cfg: VerlBackendConfig, model_path: str) -> d
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": verl_cfg.micro_batch_size,
         "actor_rollout_ref.rollout.val_kwargs.temperature": cfg.eval.temperature,
         "actor_rollout_ref.rollout.val_kwargs.do_sample": cfg.eval.temperature > 0,
-        "actor_rollout_ref.rollout.dtype": "bfloat16" if dtype == "bf16" else "float16" if dtype == "fp16" else "float32",
+        "actor_rollout_ref.rollout.dtype": "bfloat16"
+        if dtype == "bf16"
+        else "float16"
+        if dtype == "fp16"
+        else "float32",
         "data.train_batch_size": tasks,
         "data.max_prompt_length": verl_cfg.max_prompt_length,
         "data.max_response_length": verl_cfg.max_response_length,

@@ -51,7 +51,9 @@ class EnvRunner(Protocol):
 
     def reset(self, seeds: Sequence[int]) -> tuple[list[str], list[dict]]: ...
 
-    def step(self, actions: Sequence[str | None]) -> tuple[list[str], list[float], list, list, list[dict]]: ...
+    def step(
+        self, actions: Sequence[str | None]
+    ) -> tuple[list[str], list[float], list, list, list[dict]]: ...
 
 
 @dataclass
@@ -173,25 +175,63 @@ async def play_steps(
         active = [t for t in range(n_traj) if not state.done[t]]
         if not active:
             break
-        await _lock_step(client, tokenizer, runner, state, active, step, max_steps, prompt_cfg,
-                         sampling_params, invalid_penalty, group_size, uid_prefix)
+        await _lock_step(
+            client,
+            tokenizer,
+            runner,
+            state,
+            active,
+            step,
+            max_steps,
+            prompt_cfg,
+            sampling_params,
+            invalid_penalty,
+            group_size,
+            uid_prefix,
+        )
     return _rows(state)
 
 
-async def _lock_step(client, tokenizer, runner, state, active, step, max_steps, prompt_cfg, sampling_params,
-                     invalid_penalty, group_size, uid_prefix) -> None:
+async def _lock_step(
+    client,
+    tokenizer,
+    runner,
+    state,
+    active,
+    step,
+    max_steps,
+    prompt_cfg,
+    sampling_params,
+    invalid_penalty,
+    group_size,
+    uid_prefix,
+) -> None:
     """One step of every active episode: prompts -> concurrent generation -> one env step."""
     prompts = [
-        encode_prompt(tokenizer, build_messages(prompt_cfg, state.memories[t], state.observations[t],
-                                                state.infos[t]["admissible_actions"], step, max_steps))
+        encode_prompt(
+            tokenizer,
+            build_messages(
+                prompt_cfg,
+                state.memories[t],
+                state.observations[t],
+                state.infos[t]["admissible_actions"],
+                step,
+                max_steps,
+            ),
+        )
         for t in active
     ]
-    outputs = await asyncio.gather(*[
-        client.generate(f"{uid_prefix}t{t}", prompt_ids=prompt, sampling_params=dict(sampling_params))
-        for t, prompt in zip(active, prompts, strict=True)
-    ])
+    outputs = await asyncio.gather(
+        *[
+            client.generate(f"{uid_prefix}t{t}", prompt_ids=prompt, sampling_params=dict(sampling_params))
+            for t, prompt in zip(active, prompts, strict=True)
+        ]
+    )
     texts = [tokenizer.decode(out.token_ids, skip_special_tokens=True) for out in outputs]
-    parsed = [parse_action(text, state.infos[t]["admissible_actions"]) for t, text in zip(active, texts, strict=True)]
+    parsed = [
+        parse_action(text, state.infos[t]["admissible_actions"])
+        for t, text in zip(active, texts, strict=True)
+    ]
     actions: list[str | None] = [None] * runner.num_envs
     for t, p in zip(active, parsed, strict=True):
         actions[t] = p.action
@@ -199,8 +239,18 @@ async def _lock_step(client, tokenizer, runner, state, active, step, max_steps, 
     for t, prompt, out, text, p in zip(active, prompts, outputs, texts, parsed, strict=True):
         valid = p.valid and bool(next_infos[t].get("action_valid", True))
         reward = float(rewards[t]) - (0.0 if valid else invalid_penalty)
-        values = (prompt, list(out.token_ids), out.log_probs, reward, f"{uid_prefix}g{t // group_size}",
-                  f"{uid_prefix}t{t}", step, state.infos[t]["anchor"], valid, text)
+        values = (
+            prompt,
+            list(out.token_ids),
+            out.log_probs,
+            reward,
+            f"{uid_prefix}g{t // group_size}",
+            f"{uid_prefix}t{t}",
+            step,
+            state.infos[t]["anchor"],
+            valid,
+            text,
+        )
         for key, value in zip(_ROW_KEYS, values, strict=True):
             state.rows[key].append(value)
         state.memories[t].steps.append((state.observations[t], p.action or text.strip()[:200]))
@@ -289,4 +339,6 @@ def to_dataproto(rows: StepRows, pad_token_id: int, *, max_prompt_length: int, m
         "anchor": object_array(rows.anchors),
         "action_valid": object_array([bool(v) for v in rows.action_valid]),
     }
-    return DataProto.from_dict(tensors=tensors, non_tensors=non_tensors, meta_info={"rollout": rows.metrics()})
+    return DataProto.from_dict(
+        tensors=tensors, non_tensors=non_tensors, meta_info={"rollout": rows.metrics()}
+    )

@@ -69,7 +69,9 @@ def step_advantages(batch: DataProto, algorithm: DictConfig) -> torch.Tensor:
         )
         return advantages
     if name not in LAMINA_ESTIMATORS:
-        raise ValueError(f"algorithm.adv_estimator={name!r}; per-step rows support {', '.join(LAMINA_ESTIMATORS)}")
+        raise ValueError(
+            f"algorithm.adv_estimator={name!r}; per-step rows support {', '.join(LAMINA_ESTIMATORS)}"
+        )
     nt = batch.non_tensor_batch
     row = get_estimator(LAMINA_ESTIMATORS[name])(
         (rewards * mask).sum(-1).double().numpy(),
@@ -121,7 +123,9 @@ class StepRolloutManager:
         self._runner = runner
 
     @classmethod
-    def create(cls, config: DictConfig, llm_client: Any, teacher_client=None, reward_loop_worker_handles=None):
+    def create(
+        cls, config: DictConfig, llm_client: Any, teacher_client=None, reward_loop_worker_handles=None
+    ):
         return cls(config, llm_client)
 
     def generate_sequences(self, prompts: DataProto) -> DataProto:

@@ -43,12 +43,16 @@ def build_worker(folder: Path, layers, modules: str):
         attn_implementation="sdpa",
         micro_batch_size=2,
         mini_batches=1,
-        overrides=["actor_rollout_ref.model.use_remove_padding=false", "actor_rollout_ref.actor.use_torch_compile=false"],
+        overrides=[
+            "actor_rollout_ref.model.use_remove_padding=false",
+            "actor_rollout_ref.actor.use_torch_compile=false",
+        ],
     )
     config = compose_verl_config(cfg, verl_cfg, model_path=str(folder))
     set_process_env(config)
-    import lamina.integrations.verl.freezing  # noqa: F401  (what the plugin registers in workers)
     from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    import lamina.integrations.verl.freezing  # noqa: F401  (what the plugin registers in workers)
 
     worker = ActorRolloutRefWorker(config.actor_rollout_ref, role="actor")
     worker.init_model()

@@ -26,7 +26,9 @@ def make_rows(seed: int = 0) -> StepRows:
     n = len(records)
     return StepRows(
         prompt_ids=[[5 + int(rng.integers(0, 50)) for _ in range(int(rng.integers(2, 7)))] for _ in range(n)],
-        response_ids=[[60 + int(rng.integers(0, 50)) for _ in range(int(rng.integers(1, 5)))] for _ in range(n)],
+        response_ids=[
+            [60 + int(rng.integers(0, 50)) for _ in range(int(rng.integers(1, 5)))] for _ in range(n)
+        ],
         response_log_probs=[None] * n,
         rewards=np.array([r[4] for r in records]),
         group_uids=[f"g{r[0]}" for r in records],
@@ -56,8 +58,13 @@ def test_gigpo_on_dataproto_equals_numpy(options):
     assert batch.non_tensor_batch["anchor"].shape == (len(rows),)
     advantages = step_advantages(batch, algorithm("gigpo", **options))
     expected = compute_gigpo_advantages(
-        rows.rewards, rows.traj_uids, rows.step_ids, rows.group_uids, rows.anchors,
-        gamma=options.get("gamma", 0.95), step_weight=options.get("step_weight", 1.0),
+        rows.rewards,
+        rows.traj_uids,
+        rows.step_ids,
+        rows.group_uids,
+        rows.anchors,
+        gamma=options.get("gamma", 0.95),
+        step_weight=options.get("step_weight", 1.0),
         norm=options.get("norm", "std"),
     )
     mask = batch.batch["response_mask"].bool()

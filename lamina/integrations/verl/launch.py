@@ -1,0 +1,188 @@
+"""``lamina train backend=verl``: validate, compose verl's config, launch on Ray.
+
+    from lamina.integrations.verl.launch import run, validate
+    validate(cfg)          # raises lamina.errors.ConfigError with one line; returns verl's config
+    out = run(cfg)         # trains on a local Ray or on verl.ray_address; returns the output folder
+
+Every verl process (driver, TaskRunner, workers) gets lamina's plugin through verl's
+``verl.plugins`` entry point, and through the Ray runtime environment the layer selection
+(``LAMINA_VERL_LAYERS``) and lamina's engine (``VERL_ENGINE_VENDOR=lamina``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lamina.errors import ConfigError
+from lamina.integrations.verl.config import (
+    ESTIMATORS,
+    ROLLOUT_ENGINES,
+    VerlBackendConfig,
+    check_with_verl,
+    compose_verl_config,
+    layer_selection,
+    worker_env,
+)
+
+VERL_ESTIMATORS = (*ESTIMATORS, "dr_grpo")
+STRATEGIES = ("fsdp", "fsdp2")
+
+
+def backend_config(cfg: Any) -> VerlBackendConfig:
+    """``cfg.verl`` (a ``VerlBackendConfig`` or a mapping), defaults when the RunConfig has none."""
+    section = getattr(cfg, "verl", None)
+    if section is None:
+        return VerlBackendConfig()
+    if isinstance(section, VerlBackendConfig):
+        return section
+    data = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+    return VerlBackendConfig(**data)
+
+
+def split_run_config(raw: DictConfig) -> tuple[Any, VerlBackendConfig]:
+    """A composed lamina config with a ``verl`` section -> ``(RunConfig, VerlBackendConfig)``.
+
+    For a ``RunConfig`` without a ``verl`` field: the section is taken out before the merge.
+    """
+    from lamina.trainer.config import RunConfig
+
+    data = OmegaConf.to_container(raw, resolve=True)
+    section = data.pop("verl", None) or {}
+    verl_cfg = VerlBackendConfig(**section)
+    if "verl" in {f.name for f in fields(RunConfig)}:  # a RunConfig that carries the section itself
+        data["verl"] = section
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), data))
+    return cfg, verl_cfg
+
+
+def _check_lamina(cfg: Any, verl_cfg: VerlBackendConfig) -> None:
+    """The checks that need no verl: one clear line per bad value."""
+    from lamina.agents.models import model_num_blocks
+    from lamina.envs import resolve_env_id
+    from lamina.integrations.verl.freezing import LayerSelection  # noqa: F401  (fails early if verl is broken)
+    from lamina.trainer.layers import parse_layers
+
+    if cfg.algorithm.estimator not in VERL_ESTIMATORS:
+        raise ConfigError(
+            f"algorithm.estimator={cfg.algorithm.estimator!r} is not available with backend=verl; "
+            f"valid: {', '.join(VERL_ESTIMATORS)}"
+        )
+    if cfg.algorithm.anchor_similarity is not None:
+        raise ConfigError(
+            f"algorithm.anchor_similarity={cfg.algorithm.anchor_similarity}: backend=verl clusters GiGPO "
+            "anchors by equality only; valid: null"
+        )
+    if cfg.agent.mode != "generate":
+        raise ConfigError(
+            f"agent.mode={cfg.agent.mode!r}: verl's rollout servers generate text, so backend=verl needs "
+            "agent.mode=generate"
+        )
+    if cfg.rollout.group_size < 2:
+        raise ConfigError(f"rollout.group_size={cfg.rollout.group_size}: group estimators need >= 2")
+    if verl_cfg.rollout_engine not in ROLLOUT_ENGINES:
+        raise ConfigError(
+            f"verl.rollout_engine={verl_cfg.rollout_engine!r}; valid: {', '.join(ROLLOUT_ENGINES)}"
+        )
+    if verl_cfg.strategy not in STRATEGIES:
+        raise ConfigError(f"verl.strategy={verl_cfg.strategy!r}; valid: {', '.join(STRATEGIES)}")
+    tasks = cfg.rollout.batch_size
+    if verl_cfg.mini_batches < 1 or tasks % verl_cfg.mini_batches:
+        raise ConfigError(
+            f"verl.mini_batches={verl_cfg.mini_batches} must divide rollout.batch_size={tasks} "
+            "(verl counts a mini-batch in tasks)"
+        )
+    try:
+        resolve_env_id(cfg.env.name)
+        selection = layer_selection(cfg)
+        parse_layers(selection.layers, model_num_blocks(cfg.model))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if selection.layers == "none" or selection.layers == []:
+        raise ConfigError("layers=none leaves nothing to train; valid with backend=verl: a block spec or all")
+
+
+def validate(
+    cfg: Any, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None
+) -> DictConfig:
+    """Checks a lamina RunConfig for the verl backend and returns verl's composed config.
+
+    Runs lamina's own checks, composes verl's config (``config.compose_verl_config``) and runs
+    verl's validation on it (``validate_config``, as verl's ``main_ppo`` does).
+
+    Raises:
+        ConfigError: one line naming the bad value and what is valid (verl's message when verl
+            refuses the composed config).
+    """
+    verl_cfg = verl_cfg or backend_config(cfg)
+    _check_lamina(cfg, verl_cfg)
+    try:
+        config = compose_verl_config(cfg, verl_cfg, model_path=model_path)
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    try:
+        check_with_verl(config)
+    except (AssertionError, ValueError, TypeError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"verl rejected the composed config: {first}") from None
+    return config
+
+
+def runtime_env(config: DictConfig) -> dict[str, Any]:
+    """verl's PPO runtime environment plus lamina's worker variables."""
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    env = get_ppo_ray_runtime_env(config)
+    env.setdefault("env_vars", {}).update(worker_env(config))
+    return env
+
+
+class LaminaTaskRunner:
+    """verl's task-runner role (``main_ppo_v0.BaseTaskRunner``) building ``StepPPOTrainer``."""
+
+    def run(self, config: DictConfig) -> None:
+        from verl.trainer.main_ppo_v0 import BaseTaskRunner
+        from verl.utils.config import omega_conf_to_dataclass
+
+        from lamina.integrations.verl.trainer import StepPPOTrainer
+
+        OmegaConf.resolve(config)
+        roles = BaseTaskRunner()
+        _, worker_group_cls = roles.add_actor_rollout_worker(config)
+        roles.add_reward_model_resource_pool(config)
+        check_with_verl(config)
+        tokenizer = omega_conf_to_dataclass(config.actor_rollout_ref.model).tokenizer
+        trainer = StepPPOTrainer(
+            config=config,
+            tokenizer=tokenizer,
+            role_worker_mapping=roles.role_worker_mapping,
+            resource_pool_manager=roles.init_resource_pool_mgr(config),
+            ray_worker_group_cls=worker_group_cls,
+        )
+        trainer.init_workers()
+        trainer.fit()
+
+
+def run(cfg: Any, verl_cfg: VerlBackendConfig | None = None) -> Path:
+    """Trains with verl and returns ``trainer.output_dir``.
+
+    Writes ``config.yaml`` (lamina's config) and ``verl_config.yaml`` (what verl ran with), starts or
+    joins Ray (``verl.ray_address``), and runs ``LaminaTaskRunner`` as a Ray actor; verl then
+    writes checkpoints under ``checkpoints/`` and lamina's ``metrics.jsonl``.
+    """
+    import ray
+
+    verl_cfg = verl_cfg or backend_config(cfg)
+    config = validate(cfg, verl_cfg)
+    out = Path(cfg.trainer.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    (out / "verl_config.yaml").write_text(OmegaConf.to_yaml(config))
+    if not ray.is_initialized():
+        ray.init(address=verl_cfg.ray_address, runtime_env=runtime_env(config))
+    runner = ray.remote(num_cpus=1)(LaminaTaskRunner).remote()
+    ray.get(runner.run.remote(config))
+    return out
