@@ -78,6 +78,8 @@ class TextEnv(gym.Env[str, str]):
         self.observation_space = TextSpace()
         self.action_space = TextSpace()
         self._last_observation = ""
+        # The episode's step limit when made by ``lamina.envs.make`` (its ``TimeLimit``), else None.
+        self.step_limit: int | None = None
 
     def expert_action(self) -> str | None:
         """The next action of a reference solver (walkthrough, planner), or None if there is none."""

@@ -64,5 +64,13 @@ def resolve_env_id(name: str) -> str:
 
 
 def make(name: str, **kwargs: Any) -> gym.Env:
-    """``gymnasium.make`` for a lamina environment by short name or id."""
-    return gym.make(resolve_env_id(name), **kwargs)
+    """``gymnasium.make`` for a lamina environment by short name or id.
+
+    The step limit the environment ends up with (``max_episode_steps``, else the registration's)
+    is told to environments that have a ``step_limit`` attribute (``TextEnv``), so an environment
+    whose own generation depends on it (Sokoban's solvable-within-N rooms) follows ``env.max_steps``.
+    """
+    env = gym.make(resolve_env_id(name), **kwargs)
+    if hasattr(env.unwrapped, "step_limit") and env.spec is not None:
+        env.unwrapped.step_limit = env.spec.max_episode_steps
+    return env

@@ -10,6 +10,15 @@ can be solved within ``max_steps`` moves.
     import gymnasium as gym, lamina.envs
     env = gym.make("lamina/Sokoban-v0")
     obs, info = env.reset(seed=0)
+
+``generator="gym_sokoban"`` generates rooms as gym-sokoban does and RAGEN (RAGEN-AI/RAGEN
+``ragen/env/sokoban``) runs it: the same random walk, player and boxes on random floor cells with
+the targets under the boxes, then a depth-first search of reverse play (player moves pulling boxes,
+``search_depth`` deep) keeps the state with the best score, box swaps x box displacement, and
+RAGEN's last touch moves the player up to three random steps. With ``symbols="ragen"`` the grid is
+printed as RAGEN prints it (each cell `` # ``, box on target `` √ ``). ``configs/env/sokoban_ragen.yaml``
+sets both. The draws come from the env's own seeded generator, not the global ``random`` and
+``numpy.random`` RAGEN uses, so the same seed gives another room than RAGEN's.
 """
 
 from __future__ import annotations
@@ -43,6 +52,14 @@ _MASKS = np.array(
 )
 _MAX_GENERATION_ATTEMPTS = 1000
 _MAX_SEARCH_STATES = 200_000
+GENERATORS = ("lamina", "gym_sokoban")
+SYMBOL_SETS = ("lamina", "ragen")
+# RAGEN's grid_lookup, by lamina symbol.
+RAGEN_SYMBOLS = {
+    WALL: " # ", FLOOR: " _ ", TARGET: " O ", BOX_ON_TARGET: " √ ",
+    BOX: " X ", PLAYER: " P ", PLAYER_ON_TARGET: " S ",
+}  # fmt: skip
+DEFAULT_MAX_STEPS = 20
 
 # A state is (player cell, sorted box cells); cells are flat indices into the room.
 State = tuple[int, tuple[int, ...]]
@@ -85,7 +102,8 @@ class SokobanEnv(TextEnv):
     ## Observation
     The room as a text grid, one row per line, after a line of feedback on the last action
     (the reset observation is the grid alone). Symbols: ``#`` wall, ``_`` floor, ``O`` target,
-    ``X`` box, ``*`` box on a target, ``P`` player, ``S`` player on a target.
+    ``X`` box, ``*`` box on a target, ``P`` player, ``S`` player on a target (``symbols="ragen"``:
+    RAGEN's, each cell three characters wide, `` √ `` for a box on a target).
 
     ## Action
     One of ``up``, ``down``, ``left``, ``right`` (case-insensitive, surrounding whitespace
@@ -105,11 +123,14 @@ class SokobanEnv(TextEnv):
     ## Arguments
     - ``dim_room``: (rows, columns) of the room, walls included; at least (5, 5).
     - ``num_boxes``: number of boxes (and targets).
-    - ``max_steps``: every generated room is solvable in at most this many moves (match it to the
-      episode's step limit).
+    - ``max_steps``: every generated room is solvable in at most this many moves; default: the
+      episode's step limit (``env.max_steps`` through ``lamina.envs.make``), else 20.
     - ``min_solution_length``: and needs at least this many moves (rooms too small to allow it are
       redrawn); the start state is drawn uniformly among the states in that range, preferring
-      states where no box is on a target yet.
+      states where no box is on a target yet. (Both for ``generator="lamina"`` only.)
+    - ``generator``: ``"lamina"`` (default) or ``"gym_sokoban"`` (see the module docstring);
+      ``search_depth``: its reverse-play depth (RAGEN: 100-300).
+    - ``symbols``: ``"lamina"`` (default) or ``"ragen"``.
     - ``render_mode``: None or ``"ansi"`` (returns the last observation).
 
     ``reset(options={"room": grid})`` plays a hand-built room drawn with the observation's symbols
@@ -121,8 +142,11 @@ class SokobanEnv(TextEnv):
         self,
         dim_room: tuple[int, int] = (6, 6),
         num_boxes: int = 1,
-        max_steps: int = 20,
+        max_steps: int | None = None,
         min_solution_length: int = 4,
+        generator: str = "lamina",
+        search_depth: int = 300,
+        symbols: str = "lamina",
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -131,14 +155,20 @@ class SokobanEnv(TextEnv):
             raise ValueError(f"dim_room={tuple(dim_room)!r} is too small; both sides must be at least 5")
         if num_boxes < 1:
             raise ValueError(f"num_boxes={num_boxes!r} must be at least 1")
-        if not 1 <= min_solution_length <= max_steps:
-            raise ValueError(
-                f"need 1 <= min_solution_length <= max_steps, got {min_solution_length=} and {max_steps=}"
-            )
+        if generator not in GENERATORS:
+            raise ValueError(f"generator={generator!r} is not known; valid: {', '.join(GENERATORS)}")
+        if symbols not in SYMBOL_SETS:
+            raise ValueError(f"symbols={symbols!r} is not known; valid: {', '.join(SYMBOL_SETS)}")
+        if search_depth < 2:
+            raise ValueError(f"search_depth={search_depth!r} must be at least 2")
+        _check_lengths(min_solution_length, max_steps if max_steps is not None else min_solution_length)
         self.dim_room = (rows, cols)
         self.num_boxes = int(num_boxes)
-        self.max_steps = int(max_steps)
+        self.max_steps = None if max_steps is None else int(max_steps)
         self.min_solution_length = int(min_solution_length)
+        self.generator = generator
+        self.search_depth = int(search_depth)
+        self.symbols = symbols
         self._walls = np.ones(rows * cols, dtype=bool)
         self._targets: frozenset[int] = frozenset()
         self._player = 0
@@ -153,6 +183,8 @@ class SokobanEnv(TextEnv):
         super().reset(seed=seed)
         if options and options.get("room") is not None:
             room = parse_room(str(options["room"]))
+        elif self.generator == "gym_sokoban":
+            room = self._generate_gym_sokoban_room()
         else:
             room = self._generate_room()
         self._shape, self._walls, self._targets, (self._player, self._boxes) = room
@@ -226,6 +258,13 @@ class SokobanEnv(TextEnv):
         self._last_observation = f"{feedback}\n{self._grid()}"
         return self._last_observation, reward, self._solved(), False, self._info(action_valid)
 
+    @property
+    def solution_limit(self) -> int:
+        """Generated rooms are solvable within this many moves (``max_steps`` or the step limit)."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.step_limit if self.step_limit else DEFAULT_MAX_STEPS
+
     def _info(self, action_valid: bool) -> dict[str, Any]:
         return make_info(
             task=self.task,
@@ -247,18 +286,20 @@ class SokobanEnv(TextEnv):
                 symbol = BOX_ON_TARGET if cell in self._targets else BOX
             else:
                 symbol = TARGET if cell in self._targets else FLOOR
-            cells.append(symbol)
+            cells.append(RAGEN_SYMBOLS[symbol] if self.symbols == "ragen" else symbol)
         return "\n".join("".join(cells[r * cols : (r + 1) * cols]) for r in range(rows))
 
     def _generate_room(self) -> Room:
         """Walls, targets and a start state whose optimal solution takes 1..max_steps moves."""
+        limit = self.solution_limit
+        _check_lengths(self.min_solution_length, limit)
         for _ in range(_MAX_GENERATION_ATTEMPTS):
             walls = ~_room_topology(self.np_random, self.dim_room).reshape(-1)
             floor = np.flatnonzero(~walls)
             if len(floor) < self.num_boxes + 2:
                 continue
             targets = frozenset(int(c) for c in self.np_random.choice(floor, self.num_boxes, replace=False))
-            distances = _reverse_distances(walls, targets, _deltas(self.dim_room[1]), self.max_steps)
+            distances = _reverse_distances(walls, targets, _deltas(self.dim_room[1]), limit)
             unsolved = [s for s, d in distances.items() if d >= self.min_solution_length]
             # Prefer states with no box already on a target; fall back to any unsolved state.
             candidates = [s for s in unsolved if not targets.intersection(s[1])] or unsolved
@@ -267,8 +308,133 @@ class SokobanEnv(TextEnv):
                 return self.dim_room, walls, targets, start
         raise RuntimeError(
             f"could not generate a Sokoban room with dim_room={self.dim_room}, num_boxes={self.num_boxes}, "
-            f"max_steps={self.max_steps}; try a larger room or fewer boxes"
+            f"max_steps={limit}; try a larger room or fewer boxes"
         )
+
+    def _generate_gym_sokoban_room(self) -> Room:
+        """gym-sokoban's generator as RAGEN runs it (module docstring); redrawn until a box moved."""
+        cols = self.dim_room[1]
+        deltas = _deltas(cols)
+        for _ in range(_MAX_GENERATION_ATTEMPTS):
+            for _try in range(4):  # gym-sokoban's `tries`
+                floor = _gym_sokoban_topology(self.np_random, self.dim_room).reshape(-1)
+                cells = [int(c) for c in np.flatnonzero(floor)]
+                if len(cells) <= self.num_boxes + 1:
+                    break  # gym-sokoban raises here; RAGEN then draws a new room
+                player = cells.pop(int(self.np_random.integers(len(cells))))
+                boxes = [cells.pop(int(self.np_random.integers(len(cells)))) for _ in range(self.num_boxes)]
+                walls = ~floor
+                best = _reverse_play(walls, tuple(boxes), player, deltas, self.search_depth)
+                if best is not None:
+                    start_player, start_boxes, displacement = best
+                    start_player = _random_player_walk(
+                        self.np_random,
+                        walls,
+                        start_boxes,
+                        start_player,
+                        deltas,
+                        0.8 if displacement == 1 else 0.5,
+                    )
+                    return self.dim_room, walls, frozenset(boxes), (start_player, tuple(sorted(start_boxes)))
+        raise RuntimeError(
+            f"could not generate a gym-sokoban room with dim_room={self.dim_room}, num_boxes={self.num_boxes}"
+        )
+
+
+def _check_lengths(min_solution_length: int, max_steps: int) -> None:
+    if not 1 <= min_solution_length <= max_steps:
+        raise ValueError(
+            f"need 1 <= min_solution_length <= max_steps, got {min_solution_length=} and {max_steps=}"
+        )
+
+
+def _gym_sokoban_topology(rng: np.random.Generator, dim_room: tuple[int, int]) -> np.ndarray:
+    """gym-sokoban's ``room_topology_generation``: a 1.7 x (rows + cols) step walk of 3x3 masks."""
+    rows, cols = dim_room
+    directions = [(1, 0), (0, 1), (-1, 0), (0, -1)]
+    direction = np.array(directions[int(rng.integers(4))])
+    position = np.array([int(rng.integers(1, rows)), int(rng.integers(1, cols))])  # randint(1, dim - 1)
+    level = np.zeros((rows, cols), dtype=bool)
+    for _ in range(int(1.7 * (rows + cols))):
+        if rng.random() < 0.35:
+            direction = np.array(directions[int(rng.integers(4))])
+        position = np.clip(position + direction, [1, 1], [rows - 2, cols - 2])
+        r, c = position
+        level[r - 1 : r + 2, c - 1 : c + 2] |= _MASKS[int(rng.integers(len(_MASKS)))]
+    level[[0, -1], :] = False
+    level[:, [0, -1]] = False
+    return level
+
+
+def _reverse_play(
+    walls: np.ndarray, targets: tuple[int, ...], player: int, deltas: dict[str, int], search_depth: int
+) -> tuple[int, tuple[int, ...], int] | None:
+    """gym-sokoban's ``reverse_playing`` (with RAGEN's pull-only moves): depth-first reverse play
+    from the solved room, ``search_depth`` deep; the best state by box swaps x box displacement,
+    where states with a box or the player on a target score 0. Returns (player, boxes by target,
+    displacement), or None when no box could be moved away."""
+    target_set = set(targets)
+    moves = list(deltas.values())
+    explored: set[tuple[int, tuple[int, ...]]] = set()
+    best: list[Any] = [-1, None]
+
+    def displacement(boxes: tuple[int, ...]) -> int:
+        cols = deltas["down"]
+        return sum(
+            abs(b // cols - t // cols) + abs(b % cols - t % cols) for b, t in zip(boxes, targets, strict=True)
+        )
+
+    def search(player: int, boxes: tuple[int, ...], swaps: int, last_pull: int, ttl: int) -> None:
+        ttl -= 1
+        if ttl <= 0 or len(explored) >= 300_000:
+            return
+        key = (player, tuple(sorted(boxes)))
+        if key in explored:
+            return
+        covered = player in target_set or any(b in target_set for b in boxes)
+        score = 0 if covered else swaps * displacement(boxes)
+        if score > best[0]:
+            best[0], best[1] = score, (player, boxes)
+        explored.add(key)
+        for delta in moves:
+            ahead = player + delta
+            if walls[ahead] or ahead in boxes:
+                continue
+            behind = player - delta
+            pull = boxes.index(behind) if behind in boxes else -1
+            next_boxes = boxes if pull < 0 else boxes[:pull] + (player,) + boxes[pull + 1 :]
+            next_last = last_pull if pull < 0 else pull
+            search(ahead, next_boxes, swaps + (next_last != last_pull), next_last, ttl)
+
+    search(player, targets, 0, -1, search_depth)
+    if best[1] is None or displacement(best[1][1]) == 0:
+        return None
+    return best[1][0], best[1][1], displacement(best[1][1])
+
+
+def _random_player_walk(
+    rng: np.random.Generator,
+    walls: np.ndarray,
+    boxes: tuple[int, ...],
+    player: int,
+    deltas: dict[str, int],
+    p_move: float,
+) -> int:
+    """RAGEN's ``add_random_player_movement``: with probability ``p_move``, up to three steps to free
+    cells not visited before, going on after each with probability 0.5."""
+    if rng.random() > p_move:
+        return player
+    visited = [player]
+    for step in range(3):
+        options = [player + d for d in deltas.values() if not walls[player + d] and player + d not in boxes]
+        options = [cell for cell in options if cell not in visited]
+        if not options:
+            break
+        player = options[int(rng.integers(len(options)))]
+        visited.append(player)
+        if step == 2 or rng.random() > 0.5:
+            break
+    return player
 
 
 def _room_topology(rng: np.random.Generator, dim_room: tuple[int, int]) -> np.ndarray:

@@ -41,7 +41,7 @@ def test_expert_solves_generated_rooms_within_max_steps():
         assert not info["won"]
         rewards, info = run_expert(env)
         assert info["won"], seed
-        assert env.min_solution_length <= len(rewards) <= env.max_steps
+        assert env.min_solution_length <= len(rewards) <= env.solution_limit
         assert rewards[-1] == pytest.approx(-0.1 + 1 + 10)
         assert env.expert_action() is None
 
@@ -51,7 +51,7 @@ def test_expert_solves_two_box_rooms():
     for seed in range(5):
         env.reset(seed=seed)
         rewards, info = run_expert(env)
-        assert info["won"] and len(rewards) <= env.max_steps
+        assert info["won"] and len(rewards) <= env.solution_limit
 
 
 def test_expert_replans_after_detour():
@@ -165,3 +165,62 @@ def test_constructor_validates_arguments():
         SokobanEnv(dim_room=(4, 6))
     with pytest.raises(ValueError, match="min_solution_length"):
         SokobanEnv(max_steps=3, min_solution_length=4)
+
+
+# --------------------------------------------------------------------------- step limit, RAGEN options
+
+
+def test_room_generation_follows_the_episode_step_limit():
+    import lamina.envs
+
+    assert SokobanEnv().solution_limit == 20
+    assert SokobanEnv(max_steps=12).solution_limit == 12
+    env = lamina.envs.make("sokoban", max_episode_steps=6, min_solution_length=2)
+    assert env.unwrapped.solution_limit == 6
+    lengths = []
+    for seed in range(15):
+        env.reset(seed=seed)
+        rewards, info = run_expert(env.unwrapped)
+        assert info["won"] and 2 <= len(rewards) <= 6
+        lengths.append(len(rewards))
+    long = lamina.envs.make("sokoban", max_episode_steps=60, min_solution_length=21, dim_room=(7, 7))
+    long.reset(seed=0)
+    rewards, info = run_expert(long.unwrapped)
+    assert info["won"] and 21 <= len(rewards) <= 60  # beyond the old fixed 20
+
+
+@pytest.mark.parametrize("num_boxes", [1, 2])
+def test_gym_sokoban_generator_rooms(num_boxes):
+    env = SokobanEnv(generator="gym_sokoban", num_boxes=num_boxes, dim_room=(7, 7))
+    grids = set()
+    for seed in range(12):
+        obs, info = env.reset(seed=seed)
+        assert (
+            obs
+            == SokobanEnv(generator="gym_sokoban", num_boxes=num_boxes, dim_room=(7, 7)).reset(seed=seed)[0]
+        )
+        grids.add(obs)
+        assert obs.count("X") == num_boxes and obs.count("O") + obs.count("S") == num_boxes
+        assert "*" not in obs  # reverse play keeps the state where no box is on a target
+        rows = obs.splitlines()
+        assert set(rows[0]) == set(rows[-1]) == {"#"} and len(rows) == 7
+        rewards, info = run_expert(env, limit=200)
+        assert info["won"], seed
+    assert len(grids) >= 10
+
+
+def test_ragen_symbols_and_bad_options():
+    env = SokobanEnv(symbols="ragen")
+    obs, info = env.reset(options={"room": "#####\n#P*O#\n#_X_#\n#####"})
+    assert obs.splitlines()[1] == " #  P  √  O  # "
+    assert obs.splitlines()[2] == " #  _  X  _  # "
+    assert info["anchor"] == obs
+    with pytest.raises(ValueError, match="generator='boxoban'"):
+        SokobanEnv(generator="boxoban")
+    with pytest.raises(ValueError, match="symbols='emoji'"):
+        SokobanEnv(symbols="emoji")
+
+
+def test_default_rooms_are_unchanged_by_the_new_options():
+    for seed in range(5):
+        assert SokobanEnv().reset(seed=seed) == SokobanEnv(max_steps=20).reset(seed=seed)
