@@ -124,7 +124,8 @@ class SokobanEnv(TextEnv):
     - ``dim_room``: (rows, columns) of the room, walls included; at least (5, 5).
     - ``num_boxes``: number of boxes (and targets).
     - ``max_steps``: every generated room is solvable in at most this many moves; default: the
-      episode's step limit (``env.max_steps`` through ``lamina.envs.make``), else 20.
+      episode's step limit (``env.max_steps`` through ``lamina.envs.make``), else 20. A step limit
+      below ``min_solution_length`` lowers it to the limit.
     - ``min_solution_length``: and needs at least this many moves (rooms too small to allow it are
       redrawn); the start state is drawn uniformly among the states in that range, preferring
       states where no box is on a target yet. (Both for ``generator="lamina"`` only.)
@@ -292,7 +293,11 @@ class SokobanEnv(TextEnv):
     def _generate_room(self) -> Room:
         """Walls, targets and a start state whose optimal solution takes 1..max_steps moves."""
         limit = self.solution_limit
-        _check_lengths(self.min_solution_length, limit)
+        # Following a step limit below min_solution_length: the shortest rooms that fit it.
+        shortest = (
+            self.min_solution_length if self.max_steps is not None else min(self.min_solution_length, limit)
+        )
+        _check_lengths(shortest, limit)
         for _ in range(_MAX_GENERATION_ATTEMPTS):
             walls = ~_room_topology(self.np_random, self.dim_room).reshape(-1)
             floor = np.flatnonzero(~walls)
@@ -300,7 +305,7 @@ class SokobanEnv(TextEnv):
                 continue
             targets = frozenset(int(c) for c in self.np_random.choice(floor, self.num_boxes, replace=False))
             distances = _reverse_distances(walls, targets, _deltas(self.dim_room[1]), limit)
-            unsolved = [s for s, d in distances.items() if d >= self.min_solution_length]
+            unsolved = [s for s, d in distances.items() if d >= shortest]
             # Prefer states with no box already on a target; fall back to any unsolved state.
             candidates = [s for s in unsolved if not targets.intersection(s[1])] or unsolved
             if candidates:

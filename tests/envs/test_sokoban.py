@@ -224,3 +224,15 @@ def test_ragen_symbols_and_bad_options():
 def test_default_rooms_are_unchanged_by_the_new_options():
     for seed in range(5):
         assert SokobanEnv().reset(seed=seed) == SokobanEnv(max_steps=20).reset(seed=seed)
+
+
+def test_a_short_step_limit_lowers_the_minimum_solution_length():
+    import lamina.envs
+
+    env = lamina.envs.make("sokoban", max_episode_steps=2)
+    for seed in range(5):
+        env.reset(seed=seed)
+        rewards, info = run_expert(env.unwrapped)
+        assert info["won"] and 1 <= len(rewards) <= 2
+    with pytest.raises(ValueError, match="min_solution_length"):
+        SokobanEnv(max_steps=3, min_solution_length=4)
