@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lamina.agents.logprobs import autocast_context, decoder, gather_log_probs
+from lamina.agents.logprobs import autocast_context, decoder, first_token_log_probs, gather_log_probs
 from lamina.agents.policy import Generation, HFPolicy, left_pad
 
 # Custom 4D masks are passed through unchanged by these attention implementations.
@@ -178,9 +178,7 @@ def packed_scores(
         del cache
         # 3. A candidate's first token comes from the prompt's last hidden state, the rest from the
         #    previous packed position (chunked head: no (B, Q, V) log-softmax copy).
-        first, _ = gather_log_probs(
-            model, last_hidden[:, None].expand(-1, k_max, -1), first_ids.to(device)
-        )  # (B, K_max)
+        first = first_token_log_probs(model, last_hidden, first_ids.to(device))  # (B, K_max)
         next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, Q); the wrapped column is unused
         rest, _ = gather_log_probs(model, hidden, next_ids)
     next_segments = torch.cat([segments[:, 1:], torch.full_like(segments[:, :1], -1)], dim=1)

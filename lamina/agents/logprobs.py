@@ -39,14 +39,18 @@ def decoder(model: PreTrainedModel) -> torch.nn.Module:
     return getattr(model, model.base_model_prefix)
 
 
-def _head_log_probs(
-    model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, entropy: bool
-) -> torch.Tensor:
+def _head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     logits = model.get_output_embeddings()(hidden).float()  # (N, V)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma 2's head squashes logits; applying it keeps log-probs equal to model(...).logits
         logits = torch.tanh(logits / cap) * cap
-    logits = logits / temperature
+    return logits
+
+
+def _head_log_probs(
+    model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, entropy: bool
+) -> torch.Tensor:
+    logits = _head_logits(model, hidden) / temperature
     lse = torch.logsumexp(logits, dim=-1)  # (N,)
     picked = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
     if not entropy:
@@ -86,6 +90,14 @@ def gather_log_probs(
     out = torch.cat(pieces) if pieces else flat_hidden.new_zeros((0, 2 if with_entropy else 1)).float()
     log_probs = out[:, 0].reshape(shape)
     return log_probs, (out[:, 1].reshape(shape) if with_entropy else None)
+
+
+def first_token_log_probs(
+    model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """log p(target | one position) for K targets per row: ``hidden`` (B, H), ``targets`` (B, K) ->
+    (B, K). One head evaluation per row, however many candidates share it."""
+    return torch.log_softmax(_head_logits(model, hidden), dim=-1).gather(-1, targets)
 
 
 @dataclass
