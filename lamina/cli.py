@@ -16,15 +16,16 @@ USAGE = """usage: lamina <command> [key=value ...]
 commands:
   train     train an agent               lamina train env=textworld algorithm=grpo layers=[15]
   eval      evaluate a checkpoint        (not yet)
-  sweep     layer study                  (not yet)
-  compare   compare two sweeps           (not yet)
+  sweep     layer study                  lamina sweep study.layers=[0,7,15,22,29] study.seeds=[0,1]
+  compare   compare two sweeps           lamina compare runs/sweep-a runs/sweep-b [out=DIR]
+  weights   weight change per block      lamina weights runs/sweep/full-seed0 [out=DIR]
   play      play an environment yourself lamina play env=sokoban [seed=N] [env.kwargs.KEY=VALUE]
   envs      list registered environments
   bench     the benchmark table          (not yet)
   export    a run as an HF model folder  lamina export checkpoint=runs/default out=exported/default
   sft       supervised warm start        lamina sft env=alfworld agent.mode=generate sft.episodes=32
 """
-NOT_YET = ("eval", "sweep", "compare", "bench")
+NOT_YET = ("eval", "bench")
 
 
 class UsageError(Exception):
@@ -113,7 +114,52 @@ def cmd_sft(overrides: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "envs": cmd_envs, "play": cmd_play, "export": cmd_export, "sft": cmd_sft}
+def _paths_and_out(overrides: Sequence[str], count: int, usage: str) -> tuple[list[str], str | None]:
+    """``count`` positional paths and an optional ``out=DIR``; else a usage error."""
+    paths = [a for a in overrides if not a.startswith("out=")]
+    outs = [a[4:] for a in overrides if a.startswith("out=")]
+    if len(paths) != count or len(outs) > 1:
+        raise UsageError(f"got {' '.join(overrides) or 'no arguments'}; usage: {usage}")
+    return paths, (outs[0] if outs else None)
+
+
+def cmd_sweep(overrides: Sequence[str]) -> int:
+    from lamina.study.config import compose_sweep_config
+    from lamina.study.sweep import run_sweep
+
+    out = run_sweep(compose_sweep_config(overrides))
+    print(f"done: {out} (contribution.csv, contribution.md, contribution.png)")
+    return 0
+
+
+def cmd_compare(overrides: Sequence[str]) -> int:
+    from lamina.study.compare import compare_sweeps
+
+    (a, b), out = _paths_and_out(overrides, 2, "lamina compare SWEEP_A SWEEP_B [out=DIR]")
+    try:
+        result = compare_sweeps(Path(a), Path(b), Path(out) if out else None)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print((Path(result["out"]) / "compare.md").read_text())
+    print(f"written: {result['out']} (compare.json, compare.md, compare.png)")
+    return 0
+
+
+def cmd_weights(overrides: Sequence[str]) -> int:
+    from lamina.study.weights import write_weight_change
+
+    (run,), out = _paths_and_out(overrides, 1, "lamina weights RUN_OR_CHECKPOINT [out=DIR]")
+    try:
+        folder = write_weight_change(run, out)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print((folder / "weight_change.md").read_text())
+    print(f"written: {folder} (weight_change.csv, weight_change.md, weight_change.png)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "envs": cmd_envs, "play": cmd_play, "export": cmd_export, "sft": cmd_sft,
+            "sweep": cmd_sweep, "compare": cmd_compare, "weights": cmd_weights}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,7 +52,10 @@ def _top_blocks_of_sweep(k: int, sweep_dir: str, num_blocks: int) -> list[int]:
         raise ValueError(f"layers='top:{k}@{sweep_dir}': {table} does not exist (run `lamina sweep` first)")
     with table.open() as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("block", "").isdigit()]
-    rows.sort(key=lambda r: float(r["contribution"]), reverse=True)
+    if not 1 <= k <= len(rows):
+        raise ValueError(f"layers='top:{k}@{sweep_dir}': K must be in 1..{len(rows)} (blocks in {table})")
+    # C(k) is empty when the sweep's S_full ~ S_base; S(k) then ranks the blocks as C would.
+    rows.sort(key=lambda r: float(r.get("contribution") or r.get("score") or "-inf"), reverse=True)
     return sorted(int(r["block"]) for r in rows[:k])
 
 

@@ -1,0 +1,117 @@
+"""The ``study`` part of ``configs/sweep.yaml`` and the composed sweep config.
+
+cfg = compose_sweep_config(["model=tiny-random", "study.layers=[0,1,2]"])
+cfg.study.layers, cfg.run_config()  # the study settings; the settings every arm shares
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lamina.errors import ConfigError
+from lamina.trainer.config import RunConfig
+
+METRICS = ("success", "return")
+EXECUTORS = ("serial", "ray")
+KEEP_CHECKPOINTS = ("last", "all")
+
+
+@dataclass
+class StudyConfig:
+    """``study`` block of ``configs/sweep.yaml``.
+
+    Args:
+        layers: the blocks trained alone, one arm each (a layer spec: ``all``, ``[0, 7]``, ``10-14``).
+        seeds: ``trainer.seed`` of each repetition; every arm, base included, runs once per seed.
+        metric: ``success`` (held-out success rate) or ``return`` (mean held-out episode return).
+        output_dir: the sweep folder; one run folder per arm inside it.
+        executor: ``serial`` (arms one after another in this process) or ``ray`` (parallel arms).
+        ray_address: None for a local Ray; else a running cluster's address (``auto``, ``ray://...``).
+        gpus_per_arm: GPUs Ray reserves per arm; None: 1 when the cluster has GPUs, else 0.
+        cpus_per_arm: CPUs Ray reserves per arm.
+        bootstrap: replicates of the bootstrap over held-out episodes and seeds.
+        confidence: level of the bootstrap intervals (0.95: the 2.5% and 97.5% percentiles).
+        bootstrap_seed: seeds the bootstrap's generator (the same tables every time).
+        keep_checkpoints: ``last`` removes a finished arm's older checkpoints; ``all`` keeps them.
+    """
+
+    layers: Any = "all"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metric: str = "success"
+    output_dir: str = "runs/sweep"
+    executor: str = "serial"
+    ray_address: str | None = None
+    gpus_per_arm: float | None = None
+    cpus_per_arm: float = 1.0
+    bootstrap: int = 2000
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
+    keep_checkpoints: str = "last"
+
+
+@dataclass
+class SweepConfig(RunConfig):
+    """Everything ``lamina sweep`` reads: the settings every arm shares plus ``study``."""
+
+    study: StudyConfig = field(default_factory=StudyConfig)
+
+    def run_config(self) -> RunConfig:
+        """A deep copy of the shared arm settings as a plain ``RunConfig``."""
+        return RunConfig(
+            **{f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(RunConfig)}
+        )
+
+
+def validate_study(study: StudyConfig) -> None:
+    """Checks the study block; raises ``ConfigError`` naming the bad value and the valid ones."""
+    if study.metric not in METRICS:
+        raise ConfigError(f"study.metric={study.metric!r}; valid: {', '.join(METRICS)}")
+    if study.executor not in EXECUTORS:
+        raise ConfigError(f"study.executor={study.executor!r}; valid: {', '.join(EXECUTORS)}")
+    if study.keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise ConfigError(
+            f"study.keep_checkpoints={study.keep_checkpoints!r}; valid: {', '.join(KEEP_CHECKPOINTS)}"
+        )
+    seeds = list(study.seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ConfigError(f"study.seeds={seeds}: give distinct non-negative integers, e.g. [0, 1, 2]")
+    if study.bootstrap < 100:
+        raise ConfigError(f"study.bootstrap={study.bootstrap} must be >= 100 (replicates per interval)")
+    if not 0.5 <= study.confidence < 1:
+        raise ConfigError(f"study.confidence={study.confidence} must be in [0.5, 1)")
+    if study.gpus_per_arm is not None and study.gpus_per_arm < 0:
+        raise ConfigError(f"study.gpus_per_arm={study.gpus_per_arm} must be >= 0 (or null: automatic)")
+    if study.cpus_per_arm <= 0:
+        raise ConfigError(f"study.cpus_per_arm={study.cpus_per_arm} must be > 0")
+
+
+def compose_sweep_config(overrides: Sequence[str]) -> SweepConfig:
+    """``configs/sweep.yaml`` with Hydra overrides (``study=<preset>`` picks ``configs/study/``).
+
+    Raises:
+        ConfigError: an unknown group option, a bad override or a bad study value, in one line.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lamina.cli import config_dir, group_options
+
+    for override in overrides:
+        group, _, value = override.partition("=")
+        if group in ("env", "algorithm", "model", "study") and value and value not in group_options(group):
+            raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(group_options(group))}")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            raw = compose(config_name="sweep", overrides=list(overrides))
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepConfig), raw))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"bad override: {str(err).strip().splitlines()[0]}") from None
+    validate_study(cfg.study)
+    return cfg

@@ -1,0 +1,386 @@
+"""Layer contribution C(k) = (S_k - S_base) / (S_full - S_base), with bootstrap intervals.
+
+S is an arm's held-out score (success rate, or mean return with ``metric="return"``) averaged over
+its seeds and episodes. Intervals come from one bootstrap over seeds and episodes shared by every
+arm (``lamina.study.stats``). When the bootstrap interval of S_full - S_base does not lie above
+zero, full RL did not measurably beat the base model and C would divide by noise: the table then
+reports S only and says so.
+
+    table = contribution_table(load_scores("runs/sweep", "success"), num_blocks=30)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lamina.study.arms import is_finished, parse_arm_name
+from lamina.study.stats import bootstrap_counts, percentile_interval, resampled_means
+
+CSV_COLUMNS = (
+    "block",
+    "depth",
+    "score",
+    "score_lo",
+    "score_hi",
+    "contribution",
+    "contribution_lo",
+    "contribution_hi",
+    "seeds",
+    "episodes",
+)
+
+
+@dataclass
+class Scores:
+    """Every finished arm's per-episode scores on the episodes all of them share.
+
+    ``arms[key][seed]`` is an (E,) array, ``key`` being ``"base"``, ``"full"`` or a block index;
+    ``episode_seeds`` (E,) the held-out task seeds, the same for every arm.
+    """
+
+    metric: str
+    arms: dict[str | int, dict[int, np.ndarray]]
+    episode_seeds: list[int]
+    dropped_episodes: int = 0  # episodes some arm lacks, left out of every arm
+
+
+def episode_values(result: dict, metric: str) -> dict[int, float]:
+    """``{episode seed: value}`` of one ``eval.json``: won as 0/1, or the episode return."""
+    values = result["won"] if metric == "success" else result["returns"]
+    return {int(s): float(v) for s, v in zip(result["seeds"], values, strict=True)}
+
+
+def load_scores(sweep_dir: Path, metric: str) -> Scores:
+    """Reads the ``eval.json`` of every finished arm folder in the sweep.
+
+    Raises:
+        ValueError: no finished arm, an ``eval.json`` without per-episode results, or no held-out
+            episode that every arm played.
+    """
+    per_arm: dict[str | int, dict[int, dict[int, float]]] = {}
+    for run_dir in sorted(Path(sweep_dir).iterdir()) if Path(sweep_dir).is_dir() else []:
+        arm = parse_arm_name(run_dir.name)
+        if arm is None or not is_finished(run_dir):
+            continue
+        result = json.loads((run_dir / "eval.json").read_text())
+        if not {"seeds", "won", "returns"} <= set(result):
+            raise ValueError(f"{run_dir / 'eval.json'} has no per-episode results (seeds, won, returns)")
+        key: str | int = arm.block if arm.kind == "block" else arm.kind  # type: ignore[assignment]
+        per_arm.setdefault(key, {})[arm.seed] = episode_values(result, metric)
+    if not per_arm:
+        raise ValueError(
+            f"{sweep_dir} holds no finished arm (a run folder such as base-seed0/ with eval.json)"
+        )
+    all_runs = [values for seeds in per_arm.values() for values in seeds.values()]
+    shared = sorted(set.intersection(*(set(v) for v in all_runs)))
+    if not shared:
+        raise ValueError(
+            f"the arms of {sweep_dir} share no held-out episode; were they run with other eval seeds?"
+        )
+    dropped = max(len(v) for v in all_runs) - len(shared)
+    arms = {
+        key: {seed: np.array([values[e] for e in shared]) for seed, values in seeds.items()}
+        for key, seeds in per_arm.items()
+    }
+    return Scores(metric, arms, shared, dropped)
+
+
+@dataclass
+class Row:
+    """One line of the contribution table; NaN where a value is not defined."""
+
+    block: str | int
+    depth: float
+    score: float
+    score_lo: float
+    score_hi: float
+    contribution: float
+    contribution_lo: float
+    contribution_hi: float
+    seeds: int
+    episodes: int
+
+    def csv_values(self) -> list[str]:
+        return [_fmt(getattr(self, c)) for c in CSV_COLUMNS]
+
+
+@dataclass
+class ContributionTable:
+    """The rows (base, full, then blocks by index) and the verdict on S_full - S_base."""
+
+    metric: str
+    num_blocks: int
+    rows: list[Row]
+    gap: float
+    gap_lo: float
+    gap_hi: float
+    degenerate: bool
+    confidence: float
+    replicates: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def block_rows(self) -> list[Row]:
+        return [r for r in self.rows if isinstance(r.block, int)]
+
+    def row(self, key: str | int) -> Row | None:
+        return next((r for r in self.rows if r.block == key), None)
+
+    @property
+    def best(self) -> Row | None:
+        """The block with the highest S (the highest C when C is defined)."""
+        rows = [r for r in self.block_rows if math.isfinite(r.score)]
+        return max(rows, key=lambda r: r.score) if rows else None
+
+    def verdict(self) -> str:
+        """One plain sentence on whether C can be read."""
+        word = "success" if self.metric == "success" else "return"
+        gap = f"S_full - S_base = {self.gap:.3f} [{self.gap_lo:.3f}, {self.gap_hi:.3f}]"
+        if self.degenerate:
+            return (
+                f"{gap} is not clearly above zero: full RL did not measurably beat the base model on "
+                f"held-out {word}, so C(k) would divide by noise and is not reported. Read S(k) against "
+                "S_base and S_full directly, or train longer / evaluate more episodes."
+            )
+        return f"{gap} ({self.confidence:.0%} bootstrap interval) is above zero, so C(k) is reported."
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.4f}"
+    return str(value)
+
+
+def depth_fraction(block: int, num_blocks: int) -> float:
+    """Relative depth of a block: 0 for the first, 1 for the last."""
+    return block / (num_blocks - 1) if num_blocks > 1 else 0.0
+
+
+def _matrix(runs: dict[int, np.ndarray], seeds: Sequence[int]) -> np.ndarray:
+    return np.stack([runs[s] for s in seeds])  # (S, E)
+
+
+def arm_replicates(
+    runs: dict[int, np.ndarray], seeds: Sequence[int], replicates: int, bootstrap_seed: int
+) -> tuple[float, np.ndarray]:
+    """An arm's point score and its (B,) bootstrap replicates over the given seeds and all episodes.
+
+    The draws depend only on ``bootstrap_seed`` and the matrix shape, so arms evaluated on the same
+    seeds and episodes get the same draws (paired replicates).
+    """
+    matrix = _matrix(runs, seeds)
+    rng = np.random.default_rng(bootstrap_seed)
+    seed_counts = bootstrap_counts(rng, matrix.shape[0], replicates)
+    episode_counts = bootstrap_counts(rng, matrix.shape[1], replicates)
+    return float(matrix.mean()), resampled_means(matrix, seed_counts, episode_counts)
+
+
+def contribution_table(
+    scores: Scores,
+    num_blocks: int,
+    replicates: int = 2000,
+    confidence: float = 0.95,
+    bootstrap_seed: int = 0,
+) -> ContributionTable:
+    """The contribution table of a sweep's scores.
+
+    Each block's S, C and intervals use the seeds that block, base and full all finished; base and
+    full rows and the gap use the seeds both of them finished.
+
+    Raises:
+        ValueError: base or full has no finished seed in common.
+    """
+    arms = scores.arms
+    if "base" not in arms or "full" not in arms:
+        missing = [k for k in ("base", "full") if k not in arms]
+        raise ValueError(
+            f"the contribution needs the base and full arms; not finished yet: {', '.join(missing)}"
+        )
+    ref_seeds = sorted(set(arms["base"]) & set(arms["full"]))
+    if not ref_seeds:
+        raise ValueError("the base and full arms share no finished seed")
+    episodes = len(scores.episode_seeds)
+    base, base_b = arm_replicates(arms["base"], ref_seeds, replicates, bootstrap_seed)
+    full, full_b = arm_replicates(arms["full"], ref_seeds, replicates, bootstrap_seed)
+    gap_lo, gap_hi = percentile_interval(full_b - base_b, confidence)
+    degenerate = not (full - base > 0 and gap_lo > 0)
+    nan = float("nan")
+    rows = [
+        Row(
+            "base",
+            nan,
+            base,
+            *percentile_interval(base_b, confidence),
+            0.0,
+            nan,
+            nan,
+            len(ref_seeds),
+            episodes,
+        ),
+        Row(
+            "full",
+            nan,
+            full,
+            *percentile_interval(full_b, confidence),
+            1.0,
+            nan,
+            nan,
+            len(ref_seeds),
+            episodes,
+        ),
+    ]
+    if degenerate:
+        rows[0].contribution = rows[1].contribution = nan
+    notes = []
+    if scores.dropped_episodes:
+        notes.append(f"{scores.dropped_episodes} held-out episodes not played by every arm were left out")
+    for block in sorted(k for k in arms if isinstance(k, int)):
+        seeds = sorted(set(arms[block]) & set(ref_seeds))
+        if not seeds:
+            notes.append(f"block {block}: no finished seed shared with base and full; left out")
+            continue
+        s_k, s_k_b = arm_replicates(arms[block], seeds, replicates, bootstrap_seed)
+        row = Row(
+            block,
+            depth_fraction(block, num_blocks),
+            s_k,
+            *percentile_interval(s_k_b, confidence),
+            nan,
+            nan,
+            nan,
+            len(seeds),
+            episodes,
+        )
+        if not degenerate:
+            row.contribution, (row.contribution_lo, row.contribution_hi), dropped = _contribution(
+                arms, seeds, s_k, s_k_b, replicates, bootstrap_seed, confidence
+            )
+            if dropped:
+                notes.append(
+                    f"block {block}: {dropped} of {replicates} replicates had S_full <= S_base "
+                    "and were left out of its C interval"
+                )
+        rows.append(row)
+    return ContributionTable(
+        scores.metric,
+        num_blocks,
+        rows,
+        full - base,
+        gap_lo,
+        gap_hi,
+        degenerate,
+        confidence,
+        replicates,
+        notes,
+    )
+
+
+def _contribution(arms, seeds, s_k, s_k_b, replicates, bootstrap_seed, confidence):
+    """C(k), its interval over the replicates whose S_full > S_base, and how many were left out."""
+    base, base_b = arm_replicates(arms["base"], seeds, replicates, bootstrap_seed)
+    full, full_b = arm_replicates(arms["full"], seeds, replicates, bootstrap_seed)
+    gap_b = full_b - base_b
+    usable = gap_b > 0
+    c_b = (s_k_b[usable] - base_b[usable]) / gap_b[usable]
+    return (s_k - base) / (full - base), percentile_interval(c_b, confidence), int((~usable).sum())
+
+
+def write_csv(table: ContributionTable, path: Path) -> Path:
+    """``contribution.csv``: base, full, then one row per block (empty cells where undefined)."""
+    lines = [",".join(CSV_COLUMNS)] + [",".join(r.csv_values()) for r in table.rows]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
+def _interval(value: float, lo: float, hi: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def markdown(table: ContributionTable, title: str = "Layer contribution") -> str:
+    """``contribution.md``: the verdict, the table and the best block."""
+    metric = "held-out success rate" if table.metric == "success" else "mean held-out return"
+    level = f"{table.confidence:.0%}"
+    lines = [
+        f"# {title}",
+        "",
+        f"S = {metric}; C(k) = (S_k - S_base) / (S_full - S_base); [{level} bootstrap interval over "
+        f"held-out episodes and seeds, {table.replicates} replicates]. Model depth L = {table.num_blocks}.",
+        "",
+        table.verdict(),
+        "",
+        "| arm | depth | S | C | seeds | episodes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table.rows:
+        depth = f"{r.depth:.2f}" if math.isfinite(r.depth) else ""
+        name = f"block {r.block}" if isinstance(r.block, int) else r.block
+        lines.append(
+            f"| {name} | {depth} | {_interval(r.score, r.score_lo, r.score_hi)} | "
+            f"{_interval(r.contribution, r.contribution_lo, r.contribution_hi)} | {r.seeds} | {r.episodes} |"
+        )
+    best = table.best
+    if best is not None:
+        lines += [
+            "",
+            f"Best single block: {best.block} (depth {best.depth:.2f}), S = "
+            f"{_interval(best.score, best.score_lo, best.score_hi)}"
+            + (
+                ""
+                if table.degenerate
+                else f", C = {_interval(best.contribution, best.contribution_lo, best.contribution_hi)}"
+            )
+            + ".",
+        ]
+    lines += [f"\nNote: {note}." for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary(table: ContributionTable) -> dict:
+    """``summary.json``: the numbers a comparison or a report needs without re-reading the runs."""
+
+    def row_dict(r: Row | None) -> dict | None:
+        if r is None:
+            return None
+        return {
+            c: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for c, v in (
+                (c, getattr(r, c))
+                for c in (
+                    "block",
+                    "depth",
+                    "score",
+                    "score_lo",
+                    "score_hi",
+                    "contribution",
+                    "contribution_lo",
+                    "contribution_hi",
+                    "seeds",
+                    "episodes",
+                )
+            )
+        }
+
+    best = table.best
+    return {
+        "metric": table.metric,
+        "num_blocks": table.num_blocks,
+        "gap": [table.gap, table.gap_lo, table.gap_hi],
+        "degenerate": table.degenerate,
+        "verdict": table.verdict(),
+        "confidence": table.confidence,
+        "replicates": table.replicates,
+        "base": row_dict(table.row("base")),
+        "full": row_dict(table.row("full")),
+        "best": row_dict(best),
+        "notes": table.notes,
+    }

@@ -1,0 +1,165 @@
+"""Running a sweep's arms: one after another in this process, or in parallel through Ray.
+
+Both executors take the arms' run configs and report every change of an arm's state to a
+``SweepStatus``, which prints the table of arms. An arm that fails is recorded (its traceback in
+``<arm>/error.txt``) and the others go on; rerunning the sweep retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lamina.errors import ConfigError
+from lamina.study.arms import Arm
+from lamina.trainer.config import RunConfig
+
+
+@dataclass
+class ArmState:
+    """What the table shows for one arm."""
+
+    arm: Arm
+    name: str
+    status: str = "pending"  # pending, running (submitted to Ray), done, failed, finished before
+    score: float | None = None
+    seconds: float | None = None
+    error: str = ""
+    started: float = field(default=0.0, repr=False)
+
+
+class SweepStatus:
+    """The table of arms, printed whenever an arm starts, finishes or fails."""
+
+    def __init__(self, states: list[ArmState], metric: str, console: Console | None = None):
+        self.states = {s.name: s for s in states}
+        self.metric = metric
+        self.console = console or Console()
+
+    def _read_score(self, state: ArmState, run_dir: Path) -> None:
+        path = run_dir / "eval.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+            state.score = result["success_rate" if self.metric == "success" else "mean_return"]
+
+    def start(self, name: str, status: str = "running", show: bool = True) -> None:
+        """Marks an arm started (``submitted`` when Ray will start it once resources are free)."""
+        state = self.states[name]
+        state.status, state.started = status, time.perf_counter()
+        if show:
+            self.show()
+
+    def finish(self, name: str, run_dir: Path, error: str = "") -> None:
+        state = self.states[name]
+        state.seconds = time.perf_counter() - state.started if state.started else None
+        state.status, state.error = ("failed", error) if error else ("done", "")
+        self._read_score(state, run_dir)
+        self.show()
+
+    def already_finished(self, name: str, run_dir: Path) -> None:
+        state = self.states[name]
+        state.status = "finished before"
+        self._read_score(state, run_dir)
+
+    def table(self) -> Table:
+        done = sum(s.status in ("done", "finished before") for s in self.states.values())
+        table = Table(title=f"sweep: {done}/{len(self.states)} arms finished", title_justify="left")
+        for column in ("arm", "seed", "status", "S" if self.metric == "success" else "return", "minutes"):
+            table.add_column(column)
+        for s in self.states.values():
+            table.add_row(
+                s.arm.label,
+                str(s.arm.seed),
+                s.status + (f": {s.error}" if s.error else ""),
+                "" if s.score is None else f"{s.score:.3f}",
+                "" if s.seconds is None else f"{s.seconds / 60:.1f}",
+            )
+        return table
+
+    def show(self) -> None:
+        self.console.print(self.table())
+
+    @property
+    def failed(self) -> list[ArmState]:
+        return [s for s in self.states.values() if s.status == "failed"]
+
+
+def _record_failure(run_dir: Path, err: BaseException) -> str:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text("".join(traceback.format_exception(err)))
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+
+
+def run_serial(
+    jobs: list[tuple[str, RunConfig]], status: SweepStatus, train_fn: Callable[[RunConfig], Path]
+) -> None:
+    """Runs the arms one after another in this process."""
+    for name, cfg in jobs:
+        status.start(name)
+        run_dir = Path(cfg.trainer.output_dir)
+        try:
+            train_fn(cfg)
+        except Exception as err:  # one failed arm must not stop the others; the table names it
+            status.finish(name, run_dir, _record_failure(run_dir, err))
+        else:
+            status.finish(name, run_dir)
+
+
+def _train_arm(cfg: RunConfig) -> str:
+    """Ray task body (module level, so workers import it rather than unpickle a closure)."""
+    from lamina.trainer.train import train
+
+    return str(train(cfg))
+
+
+def ray_resources(ray, gpus_per_arm: float | None) -> float:
+    """GPUs per arm: as configured, else 1 when the cluster has a GPU and 0 otherwise."""
+    if gpus_per_arm is not None:
+        return float(gpus_per_arm)
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def run_ray(
+    jobs: list[tuple[str, RunConfig]],
+    status: SweepStatus,
+    address: str | None,
+    gpus_per_arm: float | None,
+    cpus_per_arm: float,
+) -> None:
+    """Runs the arms as Ray tasks (a local Ray, or the cluster at ``address``), as many at once as
+    the cluster's CPUs/GPUs allow; with GPUs each arm gets its own (Ray sets CUDA_VISIBLE_DEVICES,
+    so the arm's ``trainer.device=auto`` or ``cuda`` is that GPU)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "study.executor=ray needs the ray package (pip install 'ray[default]'); "
+            "or use study.executor=serial"
+        ) from None
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    gpus = ray_resources(ray, gpus_per_arm)
+    task = ray.remote(num_gpus=gpus, num_cpus=cpus_per_arm, max_retries=0)(_train_arm)
+    pending = {}
+    for name, cfg in jobs:
+        if gpus > 0 and str(cfg.trainer.device).startswith("cuda"):
+            cfg.trainer.device = "cuda"  # the one GPU Ray gives this worker, whatever its global index
+        pending[task.remote(cfg)] = (name, Path(cfg.trainer.output_dir))
+        status.start(name, "submitted", show=False)
+    status.show()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        name, run_dir = pending.pop(ready[0])
+        try:
+            ray.get(ready[0])
+        except Exception as err:  # a RayTaskError wraps the arm's own exception
+            cause = getattr(err, "cause", None) or err
+            status.finish(name, run_dir, _record_failure(run_dir, cause))
+        else:
+            status.finish(name, run_dir)

@@ -1,0 +1,157 @@
+"""Pictures of a layer study: C over depth, the comparison of two sweeps, weight change over depth."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lamina.study.contribution import ContributionTable  # noqa: E402
+
+
+def _errors(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(2, n) non-negative error-bar lengths; 0 where an interval is undefined."""
+    below = np.where(np.isfinite(lo), values - lo, 0.0)
+    above = np.where(np.isfinite(hi), hi - values, 0.0)
+    return np.clip(np.stack([below, above]), 0.0, None)
+
+
+def _bar_width(depth: np.ndarray) -> float:
+    """80% of the closest spacing between bars, at most 0.06 of the depth axis."""
+    gaps = np.diff(np.sort(depth))
+    return float(min(0.8 * gaps.min(), 0.06)) if len(gaps) and gaps.min() > 0 else 0.06
+
+
+def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> Path:
+    """Bars of C(k) over relative depth with their intervals, the C = 1 (full) and C = 0 (base)
+    lines, and the best block named. When C is not defined (S_full ~ S_base) it plots S(k) with
+    the base and full scores as bands instead, and says so in the title."""
+    rows = table.block_rows
+    depth = np.array([r.depth for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    best = table.best
+    if not table.degenerate:
+        values = np.array([r.contribution for r in rows])
+        lo = np.array([r.contribution_lo for r in rows])
+        hi = np.array([r.contribution_hi for r in rows])
+        ax.axhline(1.0, color="tab:green", linestyle="--", label="full RL (C = 1)")
+        ax.axhline(0.0, color="tab:gray", linestyle="--", label="base model (C = 0)")
+        ax.set_ylabel("contribution C(k)")
+        heading = "C(k) = (S_k - S_base) / (S_full - S_base)"
+    else:
+        values = np.array([r.score for r in rows])
+        lo = np.array([r.score_lo for r in rows])
+        hi = np.array([r.score_hi for r in rows])
+        for key, color in (("full", "tab:green"), ("base", "tab:gray")):
+            ref = table.row(key)
+            ax.axhline(ref.score, color=color, linestyle="--", label=f"{key} (S = {ref.score:.3f})")
+            if math.isfinite(ref.score_lo):
+                ax.axhspan(ref.score_lo, ref.score_hi, color=color, alpha=0.12)
+        ax.set_ylabel("held-out success S(k)" if table.metric == "success" else "held-out return S(k)")
+        heading = "S_full - S_base not clearly > 0: C not defined, S(k) shown"
+    colors = ["tab:orange" if best is not None and r.block == best.block else "tab:blue" for r in rows]
+    ax.bar(
+        depth,
+        values,
+        width=_bar_width(depth),
+        color=colors,
+        yerr=_errors(values, lo, hi),
+        capsize=3,
+        label=f"block alone ({table.confidence:.0%} interval)",
+    )
+    if best is not None:
+        i = rows.index(best)
+        top = hi[i] if math.isfinite(hi[i]) else values[i]
+        kind = "S" if table.degenerate else "C"
+        ax.annotate(
+            f"best: block {best.block} ({kind} = {values[i]:.2f})",
+            (best.depth, top),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=9,
+            color="tab:orange",
+        )
+        ax.set_ylim(top=max(ax.get_ylim()[1], top + 0.12 * (ax.get_ylim()[1] - ax.get_ylim()[0])))
+    blocks_axis = ax.secondary_xaxis("top")
+    blocks_axis.set_xticks(depth, [str(r.block) for r in rows], fontsize=7)
+    blocks_axis.set_xlabel("block", fontsize=8)
+    ax.set_xlim(-0.06, 1.06)
+    ax.set_xlabel(f"relative depth (block / {table.num_blocks - 1})")
+    ax.set_title((title + "\n" if title else "") + heading, fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_comparison(
+    a: Sequence[float],
+    b: Sequence[float],
+    a_err: np.ndarray,
+    b_err: np.ndarray,
+    labels: Sequence[str],
+    names: tuple[str, str],
+    quantity: str,
+    caption: str,
+    path: Path,
+) -> Path:
+    """Scatter of the matched blocks' values in sweep A (x) against sweep B (y), with intervals
+    (``*_err`` (2, n) error-bar lengths), each point labelled, and the identity line."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.errorbar(a, b, xerr=a_err, yerr=b_err, fmt="o", color="tab:blue", ecolor="tab:gray", capsize=2)
+    for x, y, label in zip(a, b, labels, strict=True):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    lo = float(np.nanmin([*a, *b]))
+    hi = float(np.nanmax([*a, *b]))
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="tab:gray", linestyle=":", label="A = B")
+    ax.set_xlabel(f"{quantity} in {names[0]}")
+    ax.set_ylabel(f"{quantity} in {names[1]}")
+    ax.set_title(caption, fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_weight_change(rows: Sequence[dict], num_blocks: int, path: Path, title: str = "") -> Path:
+    """Per-block relative change ||W_T - W_0|| / ||W_0|| (bars) and the fraction of entries that
+    changed (line, right axis) over relative depth."""
+    blocks = [r for r in rows if isinstance(r["block"], int)]
+    depth = np.array([r["depth"] for r in blocks])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(
+        depth,
+        [r["relative_change"] for r in blocks],
+        width=0.8 / max(num_blocks - 1, 1),
+        color="tab:blue",
+        label="||W_T - W_0|| / ||W_0||",
+    )
+    ax.set_xlabel(f"relative depth (block / {num_blocks - 1})")
+    ax.set_ylabel("relative change")
+    twin = ax.twinx()
+    twin.plot(
+        depth,
+        [r["fraction_changed"] for r in blocks],
+        color="tab:orange",
+        marker=".",
+        label="fraction of entries changed",
+    )
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel("fraction changed")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
+    ax.set_title(title or "weight change per block (fp32)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

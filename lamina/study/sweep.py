@@ -1,0 +1,169 @@
+"""``lamina sweep``: train base, full and each chosen block alone, then score each block's contribution.
+
+    lamina sweep study.layers=[0,7,15,22,29] study.seeds=[0,1] eval.episodes=64
+    lamina sweep study=demo
+
+The sweep folder (``study.output_dir``) holds one run folder per arm (``base-seed0``, ``full-seed0``,
+``block07-seed0``, ...), ``sweep.yaml`` (the settings), and after the arms ``contribution.csv``,
+``contribution.md``, ``contribution.png`` and ``summary.json``. Running the same command again
+skips finished arms, resumes half-finished ones from their newest checkpoint, and retries failed
+ones; adding blocks or seeds extends the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from lamina.agents.models import model_num_blocks
+from lamina.errors import ConfigError, TrainingStopped
+from lamina.study.arms import (
+    arm_config,
+    check_same_settings,
+    is_finished,
+    plan_arms,
+    prune_checkpoints,
+)
+from lamina.study.config import SweepConfig, validate_study
+from lamina.study.contribution import contribution_table, load_scores, markdown, summary, write_csv
+from lamina.study.executors import ArmState, SweepStatus, run_ray, run_serial
+from lamina.study.plots import plot_contribution
+from lamina.trainer.config import RunConfig
+from lamina.trainer.layers import parse_layers
+
+
+def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
+    """``(the single-block arms' blocks, L)``; checks every arm's settings without loading weights.
+
+    Raises:
+        ConfigError: a bad study value or a setting ``lamina train`` would refuse.
+    """
+    from lamina.trainer.train import validate
+
+    validate_study(cfg.study)
+    if cfg.eval.episodes < 1:
+        raise ConfigError(
+            f"eval.episodes={cfg.eval.episodes}: a sweep scores each arm on held-out episodes; give >= 1"
+        )
+    if cfg.trainer.iterations < 1:
+        raise ConfigError(
+            f"trainer.iterations={cfg.trainer.iterations}: the trained arms need >= 1 iteration"
+        )
+    try:
+        num_blocks = model_num_blocks(cfg.model)
+        blocks = parse_layers(cfg.study.layers, num_blocks)
+    except ValueError as err:
+        raise ConfigError(str(err).replace("layers=", "study.layers=", 1)) from None
+    if not blocks:
+        raise ConfigError(f"study.layers={cfg.study.layers!r} selects no block; e.g. all, [0, 7, 15], 10-14")
+    shared = cfg.run_config()
+    shared.layers = "all"
+    validate(shared)  # the full arm's settings are every trained arm's but for the layers
+    return blocks, num_blocks
+
+
+def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int, console: Console | None = None):
+    """Writes ``contribution.csv``, ``.md``, ``.png`` and ``summary.json`` from the finished arms.
+
+    Returns:
+        the ``ContributionTable``.
+    """
+    study = cfg.study
+    try:
+        table = contribution_table(
+            load_scores(sweep_dir, study.metric),
+            num_blocks,
+            study.bootstrap,
+            study.confidence,
+            study.bootstrap_seed,
+        )
+    except ValueError as err:
+        raise TrainingStopped(f"{sweep_dir}: no contribution table yet: {err}") from None
+    title = sweep_title(cfg)
+    write_csv(table, sweep_dir / "contribution.csv")
+    (sweep_dir / "contribution.md").write_text(markdown(table, f"Layer contribution: {title}"))
+    plot_contribution(table, sweep_dir / "contribution.png", title)
+    import json
+
+    (sweep_dir / "summary.json").write_text(json.dumps({"title": title, **summary(table)}, indent=1))
+    return table
+
+
+def sweep_title(cfg: RunConfig) -> str:
+    """One line naming what the sweep trained: model, env, algorithm, iterations."""
+    model = cfg.model.path or cfg.model.name
+    return f"{model}, {cfg.env.name}, {cfg.algorithm.estimator}, {cfg.trainer.iterations} iterations"
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    train_fn: Callable[[RunConfig], Path] | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Runs every unfinished arm, then writes the contribution outputs; returns the sweep folder.
+
+    Args:
+        cfg: the composed sweep config.
+        train_fn: runs one arm (``lamina.trainer.train.train`` by default; serial executor only).
+        console: where the table of arms is printed.
+    Raises:
+        ConfigError: bad settings, or settings that differ from the sweep already in the folder.
+        TrainingStopped: some arms failed (named, with ``error.txt`` in their folders).
+    """
+    blocks, num_blocks = sweep_blocks(cfg)
+    console = console or Console()
+    sweep_dir = Path(cfg.study.output_dir).resolve()  # Ray workers may run in another directory
+    shared = cfg.run_config()
+    check_same_settings(sweep_dir, shared)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+    arms = plan_arms(blocks, cfg.study.seeds)
+    states = [ArmState(arm, arm.name(num_blocks)) for arm in arms]
+    status = SweepStatus(states, cfg.study.metric, console)
+    jobs = []
+    for arm, state in zip(arms, states, strict=True):
+        arm_cfg = arm_config(shared, arm, sweep_dir, num_blocks)
+        if is_finished(Path(arm_cfg.trainer.output_dir)):
+            status.already_finished(state.name, Path(arm_cfg.trainer.output_dir))
+        else:
+            jobs.append((state.name, arm_cfg))
+    if cfg.study.executor == "ray" and jobs:
+        _prepare_model_cache(cfg)
+        for _, arm_cfg in jobs:
+            arm_cfg.trainer.progress = False  # parallel progress bars would interleave
+        run_ray(jobs, status, cfg.study.ray_address, cfg.study.gpus_per_arm, cfg.study.cpus_per_arm)
+    elif jobs:
+        from lamina.trainer.train import train
+
+        run_serial(jobs, status, train_fn or train)
+    else:
+        status.show()
+    if cfg.study.keep_checkpoints == "last":
+        for state in states:
+            if state.status in ("done", "finished before"):
+                prune_checkpoints(sweep_dir / state.name)
+    table = analyze_sweep(sweep_dir, cfg, num_blocks, console)
+    console.print(table.verdict())
+    best = table.best
+    if best is not None:
+        c = "" if table.degenerate else f", C = {best.contribution:.3f}"
+        console.print(f"best single block: {best.block} (S = {best.score:.3f}{c})")
+    if status.failed:
+        names = ", ".join(s.name for s in status.failed)
+        raise TrainingStopped(
+            f"{len(status.failed)} arm(s) failed: {names} (see error.txt in each); the table above uses "
+            "the finished arms; run the same command again to retry them"
+        )
+    return sweep_dir
+
+
+def _prepare_model_cache(cfg: RunConfig) -> None:
+    """Builds the cached SmolLM2 checkpoint once here, so parallel arms do not all build it."""
+    if not cfg.model.path:
+        from lamina.agents.models import smollm2_checkpoint
+
+        smollm2_checkpoint()
