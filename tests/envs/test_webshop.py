@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from lamina.envs.webshop import (
     WebShopEnv,
+    load_catalog,
     load_webshop_files,
     parse_action,
     search_queries,
@@ -575,3 +576,16 @@ def test_shared_search_finds_dress_and_dresses_alike():
     _shared_or_skip()
     catalog = WebShopEnv(catalog="shared").catalog
     assert catalog.search("dresses") == catalog.search("dress") != ()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.text(max_size=60))
+def test_search_never_raises(query):
+    catalog = load_catalog("procedural", num_products=100)  # cached
+    results = catalog.search(query)
+    assert len(results) <= 50 and all(asin in catalog.by_asin for asin in results)
+
+
+def test_one_letter_queries_whose_stem_is_empty():
+    catalog = procedural_catalog(100, seed=0)
+    assert catalog.search("S") == () and catalog.search("s s") == ()

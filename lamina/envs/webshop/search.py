@@ -46,7 +46,8 @@ def analyze(text: str) -> list[str]:
             token = token[:-2]
         if token and token not in LUCENE_STOPWORDS:
             tokens.append(token)
-    return _stemmer().stemWords(tokens) if tokens else []
+    # Porter reduces a lone "s" to "": drop empty stems (they would match nothing anyway).
+    return [stem for stem in _stemmer().stemWords(tokens) if stem] if tokens else []
 
 
 class SearchIndex:
@@ -59,6 +60,7 @@ class SearchIndex:
     def __init__(self, documents: Sequence[str]):
         self._bm25 = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
         self._bm25.index([analyze(doc) or [""] for doc in documents], show_progress=False)
+        self._num_tokens = len(self._bm25.scores["indptr"]) - 1
         self._cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
 
     def search(self, query: str, k: int = SEARCH_RETURN_N) -> tuple[int, ...]:
@@ -69,7 +71,10 @@ class SearchIndex:
             self._cache.move_to_end(key)
             return cached
         vocabulary = self._bm25.vocab_dict
-        token_ids = [vocabulary[w] for w in analyze(query) if w in vocabulary]
+        # bm25s keeps a placeholder token in its vocabulary that has no score column: skip it.
+        token_ids = [
+            vocabulary[w] for w in analyze(query) if vocabulary.get(w, self._num_tokens) < self._num_tokens
+        ]
         result: tuple[int, ...] = ()
         if token_ids:
             scores = self._bm25.get_scores_from_ids(token_ids)
