@@ -1,0 +1,159 @@
+"""lamina sweep: config, arms, resume, failures; end to end on the tiny model (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from sweep_files import write_eval
+
+from lamina.cli import main
+from lamina.errors import ConfigError, TrainingStopped
+from lamina.study.arms import Arm, arm_config, check_same_settings, parse_arm_name, plan_arms
+from lamina.study.config import compose_sweep_config
+from lamina.study.sweep import run_sweep
+from lamina.trainer.train import train
+
+FAST = [
+    "model=tiny-random",
+    "rollout.group_size=2",
+    "rollout.batch_size=2",
+    "env.max_steps=2",
+    "env.train_tasks=2",
+    "eval.episodes=2",
+    "study.bootstrap=200",
+]
+
+
+def test_config_defaults_and_presets():
+    cfg = compose_sweep_config([])
+    assert cfg.study.layers == "all" and cfg.study.seeds == [0] and cfg.study.executor == "serial"
+    assert cfg.trainer.save_every == 1  # arms checkpoint every iteration, so they resume
+    demo = compose_sweep_config(["study=demo"])
+    assert demo.study.layers == [0, 7, 15, 22, 29] and demo.study.seeds == [0, 1] and demo.eval.episodes == 64
+    gigpo = compose_sweep_config(["study=demo_gigpo"])
+    assert gigpo.algorithm.estimator == "gigpo" and gigpo.study.output_dir == "runs/study/demo-gigpo"
+    assert compose_sweep_config(["study=demo", "study.seeds=[3]"]).study.seeds == [3]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("study.executor=slurm", "study.executor='slurm'; valid: serial, ray"),
+        ("study.metric=reward", "study.metric='reward'; valid: success, return"),
+        ("study.seeds=[0,0]", "study.seeds=[0, 0]: give distinct non-negative integers"),
+        ("study=nope", "unknown study 'nope'; valid: default, demo, demo_gigpo"),
+        ("study.layers=[9]", "study.layers=[9]: block 9 is outside 0..3"),
+        ("eval.episodes=0", "eval.episodes=0: a sweep scores each arm"),
+    ],
+)
+def test_bad_settings_fail_with_one_line(override, expected, capsys, tmp_path):
+    code = main(["sweep", *FAST, f"study.output_dir={tmp_path}", override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expected in err and len(err.splitlines()) == 1
+
+
+def test_arms_names_order_and_configs(tmp_path):
+    arms = plan_arms([2, 0], [0, 1])
+    names = [a.name(30) for a in arms]
+    assert names[:4] == ["base-seed0", "base-seed1", "full-seed0", "full-seed1"]
+    assert names[4:] == ["block00-seed0", "block02-seed0", "block00-seed1", "block02-seed1"]
+    assert all(parse_arm_name(n) == a for n, a in zip(names, arms, strict=True))
+    assert parse_arm_name("block100-seed3") == Arm("block", 3, 100) and parse_arm_name("compare") is None
+    shared = compose_sweep_config(FAST).run_config()
+    base = arm_config(shared, Arm("base", 1), tmp_path, 4)
+    assert base.trainer.iterations == 0 and base.layers == "none" and base.trainer.seed == 1
+    block = arm_config(shared, Arm("block", 0, 3), tmp_path, 4)
+    assert (
+        block.layers == [3]
+        and block.trainer.resume
+        and block.trainer.output_dir == str(tmp_path / "block03-seed0")
+    )
+    assert block.trainer.iterations == shared.trainer.iterations
+
+
+def test_changed_settings_are_refused_but_not_devices_or_seeds(tmp_path):
+    cfg = compose_sweep_config([*FAST, f"study.output_dir={tmp_path}"])
+    (tmp_path / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    moved = compose_sweep_config([*FAST, "trainer.device=cpu", "study.seeds=[0,1]", "rollout.env_workers=2"])
+    check_same_settings(tmp_path, moved.run_config())
+    longer = compose_sweep_config([*FAST, "trainer.iterations=9"])
+    with pytest.raises(ConfigError, match="trainer.iterations=4, but this one asks for trainer.iterations=9"):
+        check_same_settings(tmp_path, longer.run_config())
+
+
+class Recorder:
+    """Records each arm it is asked to run and writes the eval.json a finished run would write."""
+
+    def __init__(self, fail: str | None = None):
+        self.calls = []
+        self.fail = fail
+
+    def __call__(self, cfg):
+        self.calls.append(cfg)
+        if self.fail and cfg.trainer.output_dir.endswith(self.fail):
+            raise RuntimeError("out of memory")
+        won = {"none": [0, 0, 0, 1], "all": [1, 1, 1, 0]}.get(
+            cfg.layers if isinstance(cfg.layers, str) else "", [1, 1, 0, 0]
+        )
+        write_eval(Path(cfg.trainer.output_dir), won * 5)
+        return cfg.trainer.output_dir
+
+
+def test_resume_skips_finished_arms_and_retries_failed_ones(tmp_path):
+    cfg = compose_sweep_config([*FAST, "study.layers=[0,1]", f"study.output_dir={tmp_path}"])
+    first = Recorder(fail="block01-seed0")
+    with pytest.raises(TrainingStopped, match="1 arm\\(s\\) failed: block01-seed0"):
+        run_sweep(cfg, train_fn=first)
+    assert len(first.calls) == 4
+    assert "RuntimeError: out of memory" in (tmp_path / "block01-seed0" / "error.txt").read_text()
+    assert (tmp_path / "contribution.csv").exists()  # the finished arms are already scored
+    second = Recorder()
+    run_sweep(cfg, train_fn=second)
+    assert [c.trainer.output_dir for c in second.calls] == [str(tmp_path / "block01-seed0")]
+    assert second.calls[0].trainer.resume
+    rows = (tmp_path / "contribution.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 + 2  # header, base, full, blocks 0 and 1
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
+    """Three blocks of the tiny model: blocks 0 first, with block 1 left half-finished (one of its
+    two iterations) as an interruption leaves it; then the sweep extended to blocks 0-2 skips the
+    finished arms, resumes block 1 from its checkpoint and trains block 2."""
+    common = [*FAST, "trainer.iterations=2", f"study.output_dir={tmp_path}"]
+    cfg = compose_sweep_config([*common, "study.layers=[0]"])
+    half = arm_config(cfg.run_config(), Arm("block", 0, 1), tmp_path.resolve(), 4)
+    half.trainer.iterations, half.eval.episodes = 1, 0
+    train(half)
+    run_sweep(cfg)
+    for name in ("base-seed0", "full-seed0", "block00-seed0"):
+        assert (tmp_path / name / "eval.json").exists()
+    assert not (tmp_path / "block01-seed0" / "eval.json").exists()
+
+    calls = []
+
+    def spy(arm_cfg):
+        calls.append(Path(arm_cfg.trainer.output_dir).name)
+        return train(arm_cfg)
+
+    run_sweep(compose_sweep_config([*common, "study.layers=[0,1,2]"]), train_fn=spy)
+    assert calls == ["block01-seed0", "block02-seed0"]
+    arm = tmp_path / "block01-seed0"
+    metrics = [json.loads(x) for x in (arm / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [0, 1]
+    assert sorted(p.name for p in (arm / "checkpoints").iterdir()) == ["iter_000001"]  # older ones pruned
+    optimizer = torch.load(arm / "checkpoints" / "iter_000001" / "optimizer.pt", weights_only=False)
+    assert all(int(s["step"]) == 2 for s in optimizer["state"].values())  # continued, not restarted
+
+    assert main(["sweep", *common, "study.layers=[0,1,2]"]) == 0  # all finished: only the analysis
+    for name in ("contribution.csv", "contribution.md", "contribution.png", "summary.json", "sweep.yaml"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    lines = (tmp_path / "contribution.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["block", "base", "full", "0", "1", "2"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_blocks"] == 4 and summary["metric"] == "success"
+    assert ("not clearly above zero" in summary["verdict"]) == summary["degenerate"]
