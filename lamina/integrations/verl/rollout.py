@@ -138,6 +138,7 @@ async def play_steps(
     sampling_params: dict[str, Any],
     invalid_penalty: float,
     uid_prefix: str = "",
+    max_prompt_length: int | None = None,
 ) -> StepRows:
     """Plays ``len(task_seeds) * group_size`` episodes on the runner's first environments.
 
@@ -152,6 +153,9 @@ async def play_steps(
         sampling_params: passed to the server (``temperature``, ``top_p``, ``max_tokens``, ``logprobs``).
         invalid_penalty: subtracted from the reward of a step whose action is invalid.
         uid_prefix: makes ``uid``/``traj_uid`` unique across iterations (e.g. ``"it3-"``).
+        max_prompt_length: longer prompts keep their last tokens (the current observation, the
+            admissible actions and the answer format sit at the end), before they are sent, so the
+            server and the update see the same prompt.
 
     Returns:
         The step rows; group uid ``{prefix}g{task index}``, trajectory uid ``{prefix}t{t}``.
@@ -171,59 +175,59 @@ async def play_steps(
         won=np.zeros(n_traj, dtype=bool),
         lengths=np.zeros(n_traj, dtype=np.int64),
     )
+    settings = _StepSettings(
+        prompt_cfg,
+        dict(sampling_params),
+        invalid_penalty,
+        group_size,
+        max_steps,
+        uid_prefix,
+        max_prompt_length,
+    )
     for step in range(max_steps):
         active = [t for t in range(n_traj) if not state.done[t]]
         if not active:
             break
-        await _lock_step(
-            client,
-            tokenizer,
-            runner,
-            state,
-            active,
-            step,
-            max_steps,
-            prompt_cfg,
-            sampling_params,
-            invalid_penalty,
-            group_size,
-            uid_prefix,
-        )
+        await _lock_step(client, tokenizer, runner, state, active, step, settings)
     return _rows(state)
 
 
+@dataclass(frozen=True)
+class _StepSettings:
+    """What every lock-step of one ``play_steps`` call shares."""
+
+    prompt_cfg: PromptConfig
+    sampling_params: dict[str, Any]
+    invalid_penalty: float
+    group_size: int
+    max_steps: int
+    uid_prefix: str
+    max_prompt_length: int | None
+
+
 async def _lock_step(
-    client,
-    tokenizer,
-    runner,
-    state,
-    active,
-    step,
-    max_steps,
-    prompt_cfg,
-    sampling_params,
-    invalid_penalty,
-    group_size,
-    uid_prefix,
-) -> None:
+    client, tokenizer, runner, state: _Episodes, active: list[int], step: int, cfg: _StepSettings
+):
     """One step of every active episode: prompts -> concurrent generation -> one env step."""
     prompts = [
         encode_prompt(
             tokenizer,
             build_messages(
-                prompt_cfg,
+                cfg.prompt_cfg,
                 state.memories[t],
                 state.observations[t],
                 state.infos[t]["admissible_actions"],
                 step,
-                max_steps,
+                cfg.max_steps,
             ),
-        )
+        )[-(cfg.max_prompt_length or 0) :]
         for t in active
     ]
     outputs = await asyncio.gather(
         *[
-            client.generate(f"{uid_prefix}t{t}", prompt_ids=prompt, sampling_params=dict(sampling_params))
+            client.generate(
+                f"{cfg.uid_prefix}t{t}", prompt_ids=prompt, sampling_params=dict(cfg.sampling_params)
+            )
             for t, prompt in zip(active, prompts, strict=True)
         ]
     )
@@ -238,14 +242,14 @@ async def _lock_step(
     next_obs, rewards, terminated, truncated, next_infos = await asyncio.to_thread(runner.step, actions)
     for t, prompt, out, text, p in zip(active, prompts, outputs, texts, parsed, strict=True):
         valid = p.valid and bool(next_infos[t].get("action_valid", True))
-        reward = float(rewards[t]) - (0.0 if valid else invalid_penalty)
+        reward = float(rewards[t]) - (0.0 if valid else cfg.invalid_penalty)
         values = (
             prompt,
             list(out.token_ids),
             out.log_probs,
             reward,
-            f"{uid_prefix}g{t // group_size}",
-            f"{uid_prefix}t{t}",
+            f"{cfg.uid_prefix}g{t // cfg.group_size}",
+            f"{cfg.uid_prefix}t{t}",
             step,
             state.infos[t]["anchor"],
             valid,

@@ -180,6 +180,7 @@ class StepRolloutManager:
                 sampling_params=self.sampling_params(validate),
                 invalid_penalty=float(self.lamina.rollout.invalid_penalty),
                 uid_prefix=uid_prefix,
+                max_prompt_length=int(self.config.data.max_prompt_length),
             )
         )
         data = self.config.data

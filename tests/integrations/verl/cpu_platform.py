@@ -130,13 +130,28 @@ class CPUTestPlatform(PlatformBase):
         return None
 
 
-# What a process needs so that verl picks this platform and its FSDP engine on the CPU:
+# What a process needs so that verl picks this platform and its FSDP engine on the CPU (the
+# reference model's offload policy is unpinned by ``install_cpu_platform``):
 # VERL_PLATFORM selects the platform; VERL_ENGINE_DEVICE=cuda finds the FSDP engine (registered
 # for cuda/npu only); flash-attention is absent, so models use sdpa.
 CPU_ENV = {"VERL_PLATFORM": PLATFORM_NAME, "VERL_ENGINE_DEVICE": "cuda"}
+
+
+def _unpinned_offload_policy():
+    """verl's FSDP2 reference model offloads with ``CPUOffloadPolicy(pin_memory=True)``, hard-coded
+    in ``transformer_impl``; pinning needs an accelerator. The same policy, never pinned."""
+    from torch.distributed.fsdp import CPUOffloadPolicy
+    from verl.workers.engine.fsdp import transformer_impl
+
+    class UnpinnedCPUOffloadPolicy(CPUOffloadPolicy):
+        def __init__(self, pin_memory: bool = False):
+            super().__init__(pin_memory=False)
+
+    transformer_impl.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
 
 
 def install_cpu_platform() -> None:
     """Makes this process's verl run on the CPU platform (idempotent)."""
     os.environ.update(CPU_ENV)
     set_platform(CPUTestPlatform())
+    _unpinned_offload_policy()

@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 from conftest import shared_path
-from verl_cpu import HFServerClient
+from verl_cpu import ActionFirstClient, first_admissible
 
 from lamina.agents.parsing import parse_action
 from lamina.agents.prompt import PromptConfig
@@ -19,32 +19,6 @@ from lamina.integrations.verl.rollout import play_steps, to_dataproto
 
 PENALTY = 0.1
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "logprobs": True}
-
-
-class ActionFirstClient(HFServerClient):
-    """The HF client, but every other request answers with the first admissible action in tags,
-    so the rollout sees valid and invalid steps (a random tiny model never writes valid ones)."""
-
-    def __init__(self, model, tokenizer, admissible_for):
-        super().__init__(model, tokenizer)
-        self.admissible_for = admissible_for
-        self.calls = 0
-
-    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
-        out = await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
-        self.calls += 1
-        action = self.admissible_for(self.tokenizer.decode(prompt_ids))
-        if self.calls % 2 == 0 and action:
-            out.token_ids = self.tokenizer.encode(f"<action>{action}</action>", add_special_tokens=False)
-            out.log_probs = [-1.0] * len(out.token_ids)
-        return out
-
-
-def first_admissible(prompt_text: str) -> str | None:
-    marker = "Admissible actions: '"
-    if marker not in prompt_text:
-        return None
-    return prompt_text.split(marker, 1)[1].split("'", 1)[0]
 
 
 def play(env_name, env_kwargs, seeds, group_size, max_steps, client, tokenizer):

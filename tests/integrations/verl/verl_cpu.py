@@ -96,6 +96,32 @@ class HFServerClient:
         return TokenOutput(token_ids=response, log_probs=log_probs, stop_reason="completed")
 
 
+class ActionFirstClient(HFServerClient):
+    """The HF client, but every other request answers with the first admissible action in tags,
+    so the rollout sees valid and invalid steps (a random tiny model never writes valid ones)."""
+
+    def __init__(self, model, tokenizer, admissible_for):
+        super().__init__(model, tokenizer)
+        self.admissible_for = admissible_for
+        self.calls = 0
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        out = await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+        self.calls += 1
+        action = self.admissible_for(self.tokenizer.decode(prompt_ids))
+        if self.calls % 2 == 0 and action:
+            out.token_ids = self.tokenizer.encode(f"<action>{action}</action>", add_special_tokens=False)
+            out.log_probs = [-1.0] * len(out.token_ids)
+        return out
+
+
+def first_admissible(prompt_text: str) -> str | None:
+    marker = "Admissible actions: '"
+    if marker not in prompt_text:
+        return None
+    return prompt_text.split(marker, 1)[1].split("'", 1)[0]
+
+
 def set_env(values: dict[str, str]) -> dict[str, str | None]:
     """Sets environment variables; returns the previous values for ``restore_env``."""
     previous = {k: os.environ.get(k) for k in values}
