@@ -13,6 +13,8 @@ Products and goals are WebShop's dicts: a product has ``query``, ``product_categ
 list for human goals) and ``price_upper``.
 """
 
+# fmt: off
+# (kept as WebShop wrote it)
 from thefuzz import fuzz
 
 COLOR_SET = [
