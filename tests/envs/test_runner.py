@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -261,19 +262,26 @@ def test_expert_time_limit_is_per_environment(faulty_env_id):
 
 
 def test_workers_die_with_a_killed_parent(tmp_path):
+    """The parent is SIGKILLed while its workers are busy in a hanging step (no pipe EOF reaches a
+    worker that is not reading): only the parent watch ends them."""
     script = tmp_path / "parent.py"
     script.write_text(
         "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import lamina.envs\n"
         "from lamina.envs.runner import EnvGroupRunner\n"
         "if __name__ == '__main__':\n"
-        "    runner = EnvGroupRunner('frozenlake', 2, num_workers=2)\n"
+        "    lamina.envs.register('FaultyTest-v0', 'faulty_env:FaultyEnv')\n"
+        "    runner = EnvGroupRunner('lamina/FaultyTest-v0', 2, num_workers=2, step_timeout_s=600)\n"
+        "    runner.reset([0, 1])\n"
         "    print(*runner.worker_pids, flush=True)\n"
-        "    time.sleep(600)\n"
+        "    runner.step(['hang', 'hang'])\n"
     )
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        time.sleep(1.0)  # the workers are now sleeping inside step("hang")
         parent.kill()  # SIGKILL: no cleanup runs in the parent
         parent.wait(10)
         deadline = time.monotonic() + 10
