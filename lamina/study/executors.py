@@ -143,9 +143,19 @@ def run_ray(
             "study.executor=ray needs the ray package (pip install 'ray[default]'); "
             "or use study.executor=serial"
         ) from None
+    started_here = not ray.is_initialized()
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    gpus = ray_resources(ray, gpus_per_arm)
-    task = ray.remote(num_gpus=gpus, num_cpus=cpus_per_arm, max_retries=0)(_train_arm)
+    try:
+        _submit_and_wait(ray, jobs, status, ray_resources(ray, gpus_per_arm), cpus_per_arm)
+    finally:
+        if started_here:
+            ray.shutdown()  # disconnects from a cluster; stops a local Ray this call started
+
+
+def _submit_and_wait(
+    ray, jobs: list[tuple[str, RunConfig]], status: SweepStatus, gpus: float, cpus: float
+) -> None:
+    task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=0)(_train_arm)
     pending = {}
     for name, cfg in jobs:
         if gpus > 0 and str(cfg.trainer.device).startswith("cuda"):

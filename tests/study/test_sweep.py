@@ -157,3 +157,27 @@ def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_blocks"] == 4 and summary["metric"] == "success"
     assert ("not clearly above zero" in summary["verdict"]) == summary["degenerate"]
+
+
+def test_ray_executor_without_ray_says_how_to_get_it(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    cfg = compose_sweep_config([*FAST, "study.executor=ray", f"study.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="study.executor=ray needs the ray package"):
+        run_sweep(cfg)
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
+    from lamina.study.executors import ArmState, SweepStatus, run_ray
+
+    shared = compose_sweep_config([*FAST, "trainer.iterations=1"]).run_config()
+    arms = [Arm("base", 0), Arm("block", 0, 3)]
+    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
+    status = SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+    run_ray(jobs, status, address=None, gpus_per_arm=None, cpus_per_arm=1)
+    assert [s.status for s in status.states.values()] == ["done", "done"]
+    for name in ("base-seed0", "block03-seed0"):
+        assert json.loads((tmp_path / name / "eval.json").read_text())["episodes"] == 2
+    assert (tmp_path / "block03-seed0" / "checkpoints" / "iter_000000" / "trainable.safetensors").exists()
