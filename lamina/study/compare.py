@@ -170,9 +170,9 @@ def compare_sweeps(path_a: Path, path_b: Path, out: Path | None = None) -> dict:
     (out / "compare.md").write_text(compare_markdown(result, a, b))
     labels = [str(i) if i == j else f"{i}/{j}" for i, j in pairs]
     caption = (
-        f"{quantity}: Spearman {_show(result['spearman']['rho'])} "
-        f"[{_show(result['spearman']['interval'][0])}, {_show(result['spearman']['interval'][1])}], "
-        f"Kendall {_show(result['kendall']['tau_b'])} on {len(pairs)} blocks"
+        f"{quantity} on {len(pairs)} blocks: Spearman {_show(result['spearman']['rho'])} "
+        f"{_span(result['spearman']['interval'])} (p = {_show(result['spearman']['p_value'])}), "
+        f"Kendall {_show(result['kendall']['tau_b'])} (p = {_show(result['kendall']['p_value'])})"
     )
     plot_comparison(va, vb, err_a, err_b, labels, (a.name, b.name), quantity, caption, out / "compare.png")
     result["out"] = str(out)

@@ -12,6 +12,7 @@ ones; adding blocks or seeds extends the sweep.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
     return blocks, num_blocks
 
 
-def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int, console: Console | None = None):
+def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int):
     """Writes ``contribution.csv``, ``.md``, ``.png`` and ``summary.json`` from the finished arms.
 
     Returns:
@@ -86,8 +87,6 @@ def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int, console: C
     write_csv(table, sweep_dir / "contribution.csv")
     (sweep_dir / "contribution.md").write_text(markdown(table, f"Layer contribution: {title}"))
     plot_contribution(table, sweep_dir / "contribution.png", title)
-    import json
-
     (sweep_dir / "summary.json").write_text(json.dumps({"title": title, **summary(table)}, indent=1))
     return table
 
@@ -146,17 +145,20 @@ def run_sweep(
         for state in states:
             if state.status in ("done", "finished before"):
                 prune_checkpoints(sweep_dir / state.name)
-    table = analyze_sweep(sweep_dir, cfg, num_blocks, console)
+    failed = ", ".join(s.name for s in status.failed)
+    retry = "see error.txt in each; run the same command again to retry them"
+    try:
+        table = analyze_sweep(sweep_dir, cfg, num_blocks)
+    except TrainingStopped as err:
+        raise TrainingStopped(f"{err}; failed arm(s): {failed} ({retry})" if failed else str(err)) from None
     console.print(table.verdict())
     best = table.best
     if best is not None:
         c = "" if table.degenerate else f", C = {best.contribution:.3f}"
         console.print(f"best single block: {best.block} (S = {best.score:.3f}{c})")
-    if status.failed:
-        names = ", ".join(s.name for s in status.failed)
+    if failed:
         raise TrainingStopped(
-            f"{len(status.failed)} arm(s) failed: {names} (see error.txt in each); the table above uses "
-            "the finished arms; run the same command again to retry them"
+            f"{len(status.failed)} arm(s) failed: {failed} ({retry}); the table uses the finished arms"
         )
     return sweep_dir
 

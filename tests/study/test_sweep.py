@@ -14,7 +14,9 @@ from lamina.cli import main
 from lamina.errors import ConfigError, TrainingStopped
 from lamina.study.arms import Arm, arm_config, check_same_settings, parse_arm_name, plan_arms
 from lamina.study.config import compose_sweep_config
+from lamina.study.ensemble import evaluate_ensemble
 from lamina.study.sweep import run_sweep
+from lamina.study.weights import weight_change
 from lamina.trainer.train import train
 
 FAST = [
@@ -106,11 +108,15 @@ class Recorder:
 def test_resume_skips_finished_arms_and_retries_failed_ones(tmp_path):
     cfg = compose_sweep_config([*FAST, "study.layers=[0,1]", f"study.output_dir={tmp_path}"])
     first = Recorder(fail="block01-seed0")
-    with pytest.raises(TrainingStopped, match="1 arm\\(s\\) failed: block01-seed0"):
+    with pytest.raises(TrainingStopped, match="1 arm\\(s\\) failed: block01-seed0 \\(see error.txt"):
         run_sweep(cfg, train_fn=first)
     assert len(first.calls) == 4
     assert "RuntimeError: out of memory" in (tmp_path / "block01-seed0" / "error.txt").read_text()
     assert (tmp_path / "contribution.csv").exists()  # the finished arms are already scored
+    failing_base = Recorder(fail="base-seed0")
+    other = compose_sweep_config([*FAST, "study.layers=[0]", f"study.output_dir={tmp_path / 'other'}"])
+    with pytest.raises(TrainingStopped, match="not finished yet: base; failed arm\\(s\\): base-seed0"):
+        run_sweep(other, train_fn=failing_base)
     second = Recorder()
     run_sweep(cfg, train_fn=second)
     assert [c.trainer.output_dir for c in second.calls] == [str(tmp_path / "block01-seed0")]
@@ -157,6 +163,14 @@ def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_blocks"] == 4 and summary["metric"] == "success"
     assert ("not clearly above zero" in summary["verdict"]) == summary["degenerate"]
+
+    # The finished sweep feeds the weight-change table and the top-K ensemble.
+    rows, _, _ = weight_change(tmp_path / "block01-seed0")
+    changed = [r["block"] for r in rows if r["relative_change"] > 0]
+    assert changed == [1]
+    result = evaluate_ensemble(tmp_path, 2)
+    assert result["episodes"] == 2 and len(result["members"]) == 2
+    assert json.loads((tmp_path / "ensemble-top2.json").read_text())["members"] == result["members"]
 
 
 def test_ray_executor_without_ray_says_how_to_get_it(monkeypatch, tmp_path):
