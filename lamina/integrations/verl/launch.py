@@ -186,3 +186,36 @@ def run(cfg: Any, verl_cfg: VerlBackendConfig | None = None) -> Path:
     runner = ray.remote(num_cpus=1)(LaminaTaskRunner).remote()
     ray.get(runner.run.remote(config))
     return out
+
+
+def compose_run_config(overrides: list[str]) -> tuple[Any, VerlBackendConfig]:
+    """lamina's config tree (``configs/train.yaml``) with Hydra overrides -> ``(RunConfig, verl section)``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lamina.cli import config_dir
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        raw = compose(config_name="train", overrides=list(overrides))
+    return split_run_config(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lamina.integrations.verl.launch [hydra overrides]``: what ``lamina train
+    backend=verl`` runs, usable before the CLI routes to it (e.g. by ``scripts/gpu_smoke.sh``)."""
+    import sys
+
+    try:
+        cfg, verl_cfg = compose_run_config(list(sys.argv[1:] if argv is None else argv))
+        out = run(cfg, verl_cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"done: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
