@@ -238,6 +238,7 @@ def lamina_section(cfg: Any, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
         "layers": layer_selection(cfg).to_env(),
         "output_dir": str(cfg.trainer.output_dir),
         "mini_batches": verl_cfg.mini_batches,
+        "eval_episodes": cfg.eval.episodes,
         "seed": cfg.trainer.seed,
     }
 

@@ -164,15 +164,14 @@ class StepRolloutManager:
             params.update(temperature=0.0, top_p=1.0, top_k=-1)
         return params
 
-    def play(self, seeds: list[int], uid_prefix: str, validate: bool = False) -> DataProto:
-        """B tasks x G copies (G = ``rollout.n``; 1 when validating) -> a DataProto of step rows."""
-        group_size = 1 if validate else int(self.config.actor_rollout_ref.rollout.n)
+    def play_rows(self, runner, seeds: list[int], group_size: int, uid_prefix: str, validate: bool = False):
+        """``rollout.play_steps`` with this run's prompt, sampling and penalty settings."""
         agent = PromptConfig(**OmegaConf.to_container(self.lamina.agent, resolve=True))
-        rows = asyncio.run(
+        return asyncio.run(
             play_steps(
                 self.client,
                 self.tokenizer,
-                self.runner,
+                runner,
                 seeds,
                 group_size,
                 max_steps=int(self.lamina.env.max_steps),
@@ -183,6 +182,10 @@ class StepRolloutManager:
                 max_prompt_length=int(self.config.data.max_prompt_length),
             )
         )
+
+    def play(self, seeds: list[int], uid_prefix: str) -> DataProto:
+        """B tasks x G copies (G = ``rollout.n``) -> a DataProto of step rows."""
+        rows = self.play_rows(self.runner, seeds, int(self.config.actor_rollout_ref.rollout.n), uid_prefix)
         data = self.config.data
         return to_dataproto(
             rows,
@@ -190,6 +193,36 @@ class StepRolloutManager:
             max_prompt_length=int(data.max_prompt_length),
             max_response_length=int(data.max_response_length),
         )
+
+    def evaluate(self, episodes: int) -> dict[str, Any]:
+        """Held-out episodes (seeds from ``env.eval_seed_offset``, ``env.eval_kwargs``) at the
+        evaluation temperature; lamina's ``eval.json`` fields."""
+        from lamina.envs.runner import EnvGroupRunner
+        from lamina.trainer.evaluate import wilson_interval
+
+        env = self.lamina.env
+        kwargs = {
+            **OmegaConf.to_container(env.kwargs, resolve=True),
+            **OmegaConf.to_container(env.eval_kwargs),
+        }
+        chunk = min(episodes, self.runner.num_envs)
+        won: list[bool] = []
+        returns: list[float] = []
+        workers = int(self.lamina.rollout.env_workers)
+        with EnvGroupRunner(
+            env.name, chunk, num_workers=workers, env_kwargs=kwargs, max_episode_steps=int(env.max_steps)
+        ) as runner:
+            for start in range(0, episodes, chunk):
+                seeds = [int(env.eval_seed_offset) + i for i in range(start, min(start + chunk, episodes))]
+                rows = self.play_rows(runner, seeds, 1, f"eval{start}-", validate=True)
+                won += rows.episode_won.tolist()
+                returns += rows.episode_returns.tolist()
+        return {
+            "success_rate": float(np.mean(won)),
+            "ci95": wilson_interval(int(sum(won)), len(won)),
+            "episodes": len(won),
+            "mean_return": float(np.mean(returns)),
+        }
 
 
 class TaskSeedLoader:
@@ -246,6 +279,14 @@ class StepPPOTrainer(RayPPOTrainer):
                 last = self.global_steps == self.total_training_steps
                 if save_freq > 0 and (self.global_steps % save_freq == 0 or last):
                     self._save_checkpoint()
+        episodes = int(self.config.lamina.get("eval_episodes", 0))
+        if episodes > 0:  # the servers hold the last update's weights (synced after it)
+            result = self.async_rollout_manager.evaluate(episodes)
+            self.checkpoint_manager.sleep_replicas()
+            (out / "eval.json").write_text(json.dumps(result, indent=1))
+            tracker.log(
+                data={f"eval/{k}": v for k, v in result.items() if k != "ci95"}, step=self.global_steps
+            )
 
     def train_step(self, iteration: int) -> dict[str, float]:
         """One rollout -> advantages -> update iteration; returns verl-style metrics."""

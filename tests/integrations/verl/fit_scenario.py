@@ -61,6 +61,7 @@ def main(out_dir: str) -> None:
     cfg.agent.mode, cfg.layers = "generate", [1]
     cfg.agent.history, cfg.agent.max_observation_chars = 1, 200
     cfg.rollout.batch_size, cfg.rollout.group_size = 2, 2
+    cfg.eval.episodes, cfg.eval.temperature = 2, 0.0
     cfg.trainer.iterations, cfg.trainer.lr, cfg.trainer.output_dir = 1, 1e-3, str(out / "run")
     verl_cfg = VerlBackendConfig(
         n_gpus_per_node=1,
@@ -111,6 +112,7 @@ def main(out_dir: str) -> None:
         "server_changed": [n for n in before if not torch.equal(before[n], after[n])],
         "names": list(before),
         "use_reference_policy": trainer.use_reference_policy,
+        "eval": json.loads((out / "run" / "eval.json").read_text()),
     }
     (out / "result.json").write_text(json.dumps(result))
 

@@ -35,4 +35,6 @@ def test_one_step_ppo_iteration_on_cpu(tmp_path):
     assert result["syncs"] == 2
     block = [n for n in result["names"] if n.startswith("model.layers.1.")]
     assert sorted(result["server_changed"]) == sorted(block)
-    assert (tmp_path / "run" / "metrics.jsonl").exists()
+    # held-out episodes after training, at the evaluation temperature (greedy here)
+    assert result["eval"]["episodes"] == 2 and 0.0 <= result["eval"]["success_rate"] <= 1.0
+    assert len(result["eval"]["ci95"]) == 2
