@@ -1,1 +1,11 @@
-"""Running lamina inside verl: GiGPO registered as a verl advantage estimator (``estimators``)."""
+"""Running lamina inside verl 0.9 (Ray + FSDP2 + vLLM), as a plugin, not a fork.
+
+- ``plugin``: the ``verl.plugins`` entry point verl imports in every process;
+- ``estimators``: GiGPO in verl's advantage-estimator registry;
+- ``freezing``: lamina's layer selection inside verl's FSDP engine;
+- ``rollout``: the per-step rollout (one ``DataProto`` row per trajectory step);
+- ``trainer``: ``StepPPOTrainer``, verl's ``RayPPOTrainer`` with a per-step ``fit``;
+- ``config`` / ``launch``: verl's config composed from lamina's, validated by verl, launched on Ray.
+
+Nothing here is imported by ``import lamina``; verl is imported only by these modules.
+"""
