@@ -9,11 +9,11 @@ ALFWorld PDDL planner, the Sokoban/FrozenLake solvers, WebShop's goal-product pa
 becomes one row: the prompt exactly as RL builds it (``build_messages`` + the policy's
 chat-template ``encode``) and, as the response, the expert action in the form the policy emits it:
 ``<action>{action}</action>`` then the end-of-turn token (generate mode), or the choose-mode
-continuation of the action (the same text + EOS by default). The loss is the token-mean cross-entropy of the response tokens only,
-on the blocks chosen by ``layers``/``modules`` (the same grammar as ``lamina train``). The output
-folder holds ``config.yaml``, ``metrics.jsonl`` (one row per epoch), ``sft.json`` and a checkpoint
-``checkpoints/iter_NNNNNN`` (NNNNNN = the last epoch) that ``lamina train init_from=DIR``,
-``lamina export`` and ``lamina.trainer.restore.load_trained_model`` read.
+continuation of the action (the same text + EOS by default). The loss is the token-mean
+cross-entropy of the response tokens only, on the blocks chosen by ``layers``/``modules`` (the same
+grammar as ``lamina train``). The output folder holds ``config.yaml``, ``metrics.jsonl`` (one row
+per epoch), ``sft.json`` and a checkpoint ``checkpoints/iter_NNNNNN`` (NNNNNN = the last epoch)
+that ``lamina train init_from=DIR``, ``lamina export`` and ``lamina.trainer.restore`` read.
 """
 
 from __future__ import annotations
@@ -104,6 +104,17 @@ class ExpertRows:
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
+
+    def summary(self) -> dict[str, float | int]:
+        """Counts for ``sft.json``: rows, episodes, tokens, the expert's success and episode length."""
+        return {
+            "episodes": len(self.episode_won),
+            "rows": len(self),
+            "response_tokens": int(sum(len(r) for r in self.response_ids)),
+            "mean_prompt_tokens": float(np.mean([len(p) for p in self.prompt_ids])),
+            "expert_success_rate": float(self.episode_won.mean()),
+            "expert_mean_length": float(self.episode_lengths.mean()),
+        }
 
 
 def compose_sft_config(overrides: Sequence[str]) -> SftRunConfig:
@@ -304,6 +315,26 @@ def train_epoch(
     return {"loss": float(np.mean(losses)), "grad_norm": float(np.mean(norms)), "steps": len(losses)}
 
 
+def play_expert(
+    cfg: SftRunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> tuple[ExpertRows, float]:
+    """The expert rows of ``sft.episodes`` training tasks, and the seconds it took to play them."""
+    respond, policy = response_builder(cfg.agent, model, tokenizer)
+    seeds = expert_seeds(cfg)
+    t0 = time.perf_counter()
+    with EnvGroupRunner(
+        cfg.env.name,
+        min(cfg.sft.parallel_envs, len(seeds)),
+        num_workers=cfg.rollout.env_workers,
+        env_kwargs=dict(cfg.env.kwargs),
+        max_episode_steps=cfg.env.max_steps,
+    ) as runner:
+        rows = collect_expert_rows(runner, seeds, policy.encode, respond, cfg.agent, cfg.env.max_steps)
+    if not len(rows):
+        raise ConfigError(f"env={cfg.env.name!r}: its expert produced no action on seeds {seeds[:3]}...")
+    return rows, time.perf_counter() - t0
+
+
 def sft(cfg: SftRunConfig) -> Path:
     """Collects expert rows, trains the chosen blocks on them, and writes the output folder."""
     blocks = validate_sft(cfg)
@@ -318,21 +349,7 @@ def sft(cfg: SftRunConfig) -> Path:
 
         load_init_from(init_from, model, cfg.model)
     model.eval()
-    respond, policy = response_builder(cfg.agent, model, tokenizer)
-    seeds = expert_seeds(cfg)
-    t0 = time.perf_counter()
-    with EnvGroupRunner(
-        cfg.env.name,
-        min(cfg.sft.parallel_envs, len(seeds)),
-        num_workers=cfg.rollout.env_workers,
-        env_kwargs=dict(cfg.env.kwargs),
-        max_episode_steps=cfg.env.max_steps,
-    ) as runner:
-        rows = collect_expert_rows(runner, seeds, policy.encode, respond, cfg.agent, cfg.env.max_steps)
-    if not len(rows):
-        raise ConfigError(f"env={cfg.env.name!r}: its expert produced no action on seeds {seeds[:3]}...")
-    collect_s = time.perf_counter() - t0
-
+    rows, collect_s = play_expert(cfg, model, tokenizer)
     names = trainable_parameter_names(
         model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
     )
@@ -345,12 +362,7 @@ def sft(cfg: SftRunConfig) -> Path:
     )
     generator = torch.Generator().manual_seed(cfg.sft.seed)
     summary = {
-        "episodes": len(rows.episode_won),
-        "rows": len(rows),
-        "response_tokens": int(sum(len(r) for r in rows.response_ids)),
-        "mean_prompt_tokens": float(np.mean([len(p) for p in rows.prompt_ids])),
-        "expert_success_rate": float(rows.episode_won.mean()),
-        "expert_mean_length": float(rows.episode_lengths.mean()),
+        **rows.summary(),
         "collect_s": collect_s,
         "trainable_parameters": int(sum(p.numel() for p in trainable)),
     }

@@ -33,7 +33,7 @@ def test_expert_rows_use_rl_prompts_and_the_policy_format(mode, tiny_model_and_t
     model, tokenizer = tiny_model_and_tokenizer
     cfg = compose_sft_config([*TINY, f"agent.mode={mode}"])
     respond, policy = response_builder(cfg.agent, model, tokenizer)
-    with EnvGroupRunner("frozenlake", 2, max_episode_steps=8) as runner:
+    with EnvGroupRunner("frozenlake", 2, num_workers=0, max_episode_steps=8) as runner:
         rows = collect_expert_rows(runner, [0, 1], policy.encode, respond, cfg.agent, 8)
         observations, infos = runner.reset([0, 1])
     assert rows.episode_won.tolist() == [True, True]  # the shortest-path expert solves its maps
@@ -92,15 +92,16 @@ def test_sft_lowers_the_expert_loss_and_its_checkpoint_loads(tmp_path):
     # The checkpoint, loaded into a fresh base model, reproduces the trained loss.
     model, tokenizer, _ = load_trained_model(out)
     respond, policy = response_builder(cfg.agent, model, tokenizer)
-    with EnvGroupRunner("frozenlake", 4, max_episode_steps=8) as runner:
-        rows = collect_expert_rows(runner, [0, 1, 2, 3], policy.encode, respond, cfg.agent, 8)
-    assert expert_loss(model, rows, tokenizer.pad_token_id) == pytest.approx(summary["final_loss"], rel=1e-4)
+    with EnvGroupRunner("frozenlake", 4, num_workers=0, max_episode_steps=8) as runner:
+        rows = collect_expert_rows(runner, expert_seeds(cfg), policy.encode, respond, cfg.agent, 8)
+    assert len(rows) == summary["rows"]
+    assert expert_loss(model, rows, tokenizer.pad_token_id, 4) == pytest.approx(summary["final_loss"], rel=1e-4)
 
     # init_from: a run that starts from it gets the SFT tensors; a later run that trained one
     # block saved only that block, and restoring it loads the SFT tensors first.
     fresh, _ = load_model(ModelConfig(name="tiny-random"))
     load_init_from(out, fresh, ModelConfig(name="tiny-random", dtype="float32"))
-    assert expert_loss(fresh, rows, tokenizer.pad_token_id) == pytest.approx(summary["final_loss"], rel=1e-4)
+    assert expert_loss(fresh, rows, tokenizer.pad_token_id, 4) == pytest.approx(summary["final_loss"], rel=1e-4)
     rl_run = tmp_path / "rl"
     rl_run.mkdir()
     config = OmegaConf.load(out / "config.yaml")
