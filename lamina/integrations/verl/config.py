@@ -166,7 +166,8 @@ def lamina_settings(cfg: Any, verl_cfg: VerlBackendConfig, model_path: str) -> d
         "trainer.n_gpus_per_node": verl_cfg.n_gpus_per_node,
         "trainer.total_training_steps": trainer.iterations,
         "trainer.total_epochs": 1,
-        "trainer.default_local_dir": str(Path(trainer.output_dir) / "checkpoints"),
+        # absolute: Ray actors need not share the launcher's working directory
+        "trainer.default_local_dir": str(Path(trainer.output_dir).resolve() / "checkpoints"),
         "trainer.save_freq": trainer.save_every if trainer.save_every > 0 else -1,
         "trainer.resume_mode": "auto" if trainer.resume else "disable",
         "trainer.val_before_train": False,
@@ -236,7 +237,7 @@ def lamina_section(cfg: Any, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
             "env_workers": cfg.rollout.env_workers,
         },
         "layers": layer_selection(cfg).to_env(),
-        "output_dir": str(cfg.trainer.output_dir),
+        "output_dir": str(Path(cfg.trainer.output_dir).resolve()),
         "mini_batches": verl_cfg.mini_batches,
         "eval_episodes": cfg.eval.episodes,
         "seed": cfg.trainer.seed,
