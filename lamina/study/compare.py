@@ -208,6 +208,10 @@ def compare_markdown(result: dict, a: Sweep, b: Sweep) -> str:
             f"C(k) is not defined in {', '.join(bad)} (S_full - S_base not clearly above zero); "
             "S(k) ranks the blocks as C(k) would."
         )
+    if s["rho"] is None:
+        lines.append(
+            "The rank correlation is not defined: in one sweep every shared block has the same value."
+        )
     lines += [
         "",
         "| statistic | value | p-value | " + level + " bootstrap interval |",

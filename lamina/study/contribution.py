@@ -134,9 +134,12 @@ class ContributionTable:
 
     @property
     def best(self) -> Row | None:
-        """The block with the highest S (the highest C when C is defined)."""
+        """The block with the highest S (the highest C when C is defined); None when every block
+        scored the same."""
         rows = [r for r in self.block_rows if math.isfinite(r.score)]
-        return max(rows, key=lambda r: r.score) if rows else None
+        if not rows or (len(rows) > 1 and len({r.score for r in rows}) == 1):
+            return None
+        return max(rows, key=lambda r: r.score)
 
     def verdict(self) -> str:
         """One plain sentence on whether C can be read."""
@@ -341,6 +344,8 @@ def markdown(table: ContributionTable, title: str = "Layer contribution") -> str
             )
             + ".",
         ]
+    if best is None and len(table.block_rows) > 1:
+        lines += ["", "Every block scored the same S: no best block."]
     lines += [f"\nNote: {note}." for note in table.notes]
     return "\n".join(lines) + "\n"
 

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from lamina.study.contribution import ContributionTable  # noqa: E402
 
@@ -63,7 +64,6 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
         color=colors,
         yerr=_errors(values, lo, hi),
         capsize=3,
-        label=f"block alone ({table.confidence:.0%} interval)",
     )
     if best is not None:
         i = rows.index(best)
@@ -85,7 +85,11 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
     ax.set_xlim(-0.06, 1.06)
     ax.set_xlabel(f"relative depth (block / {table.num_blocks - 1})")
     ax.set_title((title + "\n" if title else "") + heading, fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Patch(color="tab:blue", label=f"block alone ({table.confidence:.0%} interval)"))
+    if best is not None:
+        handles.append(Patch(color="tab:orange", label="best block"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

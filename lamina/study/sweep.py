@@ -94,7 +94,8 @@ def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int):
 def sweep_title(cfg: RunConfig) -> str:
     """One line naming what the sweep trained: model, env, algorithm, iterations."""
     model = cfg.model.path or cfg.model.name
-    return f"{model}, {cfg.env.name}, {cfg.algorithm.estimator}, {cfg.trainer.iterations} iterations"
+    n = cfg.trainer.iterations
+    return f"{model}, {cfg.env.name}, {cfg.algorithm.estimator}, {n} iteration{'' if n == 1 else 's'}"
 
 
 def run_sweep(
