@@ -60,6 +60,8 @@ class SweepStatus:
         state = self.states[name]
         state.seconds = time.perf_counter() - state.started if state.started else None
         state.status, state.error = ("failed", error) if error else ("done", "")
+        if not error:
+            (run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed try
         self._read_score(state, run_dir)
         self.show()
 

@@ -142,6 +142,7 @@ def plot_weight_change(rows: Sequence[dict], num_blocks: int, path: Path, title:
     )
     ax.set_xlabel(f"relative depth (block / {num_blocks - 1})")
     ax.set_ylabel("relative change")
+    ax.set_ylim(bottom=0)
     twin = ax.twinx()
     twin.plot(
         depth,

@@ -121,6 +121,7 @@ def test_resume_skips_finished_arms_and_retries_failed_ones(tmp_path):
     run_sweep(cfg, train_fn=second)
     assert [c.trainer.output_dir for c in second.calls] == [str(tmp_path / "block01-seed0")]
     assert second.calls[0].trainer.resume
+    assert not (tmp_path / "block01-seed0" / "error.txt").exists()
     rows = (tmp_path / "contribution.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 + 2  # header, base, full, blocks 0 and 1
 
