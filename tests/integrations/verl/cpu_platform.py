@@ -150,8 +150,28 @@ def _unpinned_offload_policy():
     transformer_impl.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
 
 
+def _gloo_process_group():
+    """verl's workers join ``cpu:gloo,<device>:<backend>``, i.e. ``cpu:gloo,cpu:gloo`` here, which
+    torch refuses; they join plain gloo instead."""
+    import functools
+
+    from verl.utils import distributed
+    from verl.workers import engine_workers
+
+    engine_workers.initialize_global_process_group_ray = functools.partial(
+        distributed.initialize_global_process_group_ray, backend="gloo"
+    )
+
+
 def install_cpu_platform() -> None:
     """Makes this process's verl run on the CPU platform (idempotent)."""
     os.environ.update(CPU_ENV)
     set_platform(CPUTestPlatform())
     _unpinned_offload_policy()
+    _gloo_process_group()
+
+
+# In a Ray worker: ``VERL_USE_EXTERNAL_MODULES=cpu_platform`` imports this module while verl is
+# imported, and ``VERL_PLATFORM`` names this platform; install it there and then.
+if os.environ.get("VERL_PLATFORM") == PLATFORM_NAME and os.environ.get("LAMINA_TEST_CPU_WORKER") == "1":
+    install_cpu_platform()

@@ -44,16 +44,24 @@ def test_platform_interface_is_what_the_cpu_platform_implements():
 
 
 def test_internals_the_cpu_platform_works_around():
-    from verl.utils import distributed, flops_counter
+    from verl.utils import distributed, flops_counter, import_utils
     from verl.workers.engine.fsdp import transformer_impl
 
     # verl joins "cpu:gloo" with the platform's backend: gloo twice is refused, so tests pre-init gloo
+    # or (in Ray workers) give engine_workers' imported name a backend
     assert "cpu:gloo," in inspect.getsource(distributed.initialize_global_process_group_ray)
+    assert "backend" in inspect.signature(distributed.initialize_global_process_group_ray).parameters
+    from verl.workers import engine_workers
+
+    assert "initialize_global_process_group_ray(" in inspect.getsource(engine_workers.TrainingWorker.__init__)
     # the FSDP2 reference model pins its offloaded parameters (no accelerator, no pinning)
     assert hasattr(transformer_impl, "CPUOffloadPolicy")
     assert "CPUOffloadPolicy(pin_memory=True)" in inspect.getsource(
         transformer_impl.FSDPEngine._build_fsdp_module
     )
+    # Ray workers import the CPU platform through VERL_USE_EXTERNAL_MODULES
+    assert "VERL_USE_EXTERNAL_MODULES" in inspect.getsource(verl)
+    assert callable(import_utils.import_external_libs)
     # MFU asks the device module for its name
     assert "get_device_name()" in inspect.getsource(flops_counter.get_device_flops)
 
