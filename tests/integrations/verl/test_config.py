@@ -105,3 +105,30 @@ def test_dr_grpo_maps_to_verl_grpo_without_std():
     assert config.algorithm.adv_estimator == "grpo" and config.algorithm.norm_adv_by_std_in_grpo is False
     assert config.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-sum-norm"
     assert OmegaConf.select(config, "lamina.env.name") == "textworld"
+
+
+def test_backend_section_is_read_from_a_run_config_that_carries_it():
+    from dataclasses import dataclass, field
+
+    from lamina.integrations.verl.launch import backend_config
+
+    @dataclass
+    class WithVerl(RunConfig):
+        verl: VerlBackendConfig = field(default_factory=lambda: VerlBackendConfig(n_gpus_per_node=4))
+
+    assert backend_config(WithVerl()).n_gpus_per_node == 4
+    assert backend_config(RunConfig()) == VerlBackendConfig()
+    as_mapping = OmegaConf.create({"verl": {"ray_address": "auto", "mini_batches": 2}})
+    assert backend_config(as_mapping).ray_address == "auto"
+
+
+def test_evaluation_sampling_follows_eval_temperature():
+    from lamina.integrations.verl.trainer import StepRolloutManager
+
+    cfg = gigpo_config()
+    cfg.eval.temperature = 0.0
+    config = validate(cfg, VerlBackendConfig(n_gpus_per_node=2), model_path=MODEL)
+    manager = StepRolloutManager(config, llm_client=None, tokenizer=object())
+    assert manager.sampling_params()["temperature"] == 1.0
+    assert manager.sampling_params()["max_tokens"] == config.data.max_response_length
+    assert manager.sampling_params(validate=True)["temperature"] == 0.0  # greedy
