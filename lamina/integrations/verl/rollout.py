@@ -296,13 +296,16 @@ def to_dataproto(rows: StepRows, pad_token_id: int, *, max_prompt_length: int, m
     """verl's ``DataProto`` of the rows (see the module docstring for the keys and shapes).
 
     Prompts longer than ``max_prompt_length`` keep their last tokens (the current observation and
-    the answer format sit at the end); responses are cut to ``max_response_length``.
+    the answer format sit at the end); responses are cut to ``max_response_length``; an empty
+    response becomes one pad token (with its reward), so no row loses its reward.
     """
     from verl import DataProto
 
     n = len(rows)
     prompts = [p[-max_prompt_length:] for p in rows.prompt_ids]
-    responses = [r[:max_response_length] for r in rows.response_ids]
+    # an empty response (a server that stopped at once) becomes one pad token, so the row keeps a
+    # response token to carry its reward and penalty
+    responses = [r[:max_response_length] or [pad_token_id] for r in rows.response_ids]
     width_p = max((len(p) for p in prompts), default=1)
     width_r = max(max((len(r) for r in responses), default=1), 1)
     prompt_ids = torch.full((n, width_p), pad_token_id, dtype=torch.long)
@@ -320,7 +323,7 @@ def to_dataproto(rows: StepRows, pad_token_id: int, *, max_prompt_length: int, m
             response_ids[i, : len(r)] = torch.as_tensor(r)
             response_mask[i, : len(r)] = 1
             scores[i, len(r) - 1] = float(rows.rewards[i])
-            if have_log_probs:
+            if have_log_probs and rows.response_log_probs[i]:
                 log_probs[i, : len(r)] = torch.as_tensor(rows.response_log_probs[i][: len(r)])
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     # position ids count real tokens only (left padding does not shift them), as verl builds them

@@ -92,3 +92,11 @@ def test_pad_rows_adds_masked_copies_only():
     assert per_mini % 4 == 0 and len(padded) == 3 * per_mini >= n > 3 * (per_mini - 4)
     assert torch.equal(padded.batch["advantages"][:n], batch.batch["advantages"])
     assert padded.batch["response_mask"][n:].sum() == 0 and padded.batch["advantages"][n:].abs().sum() == 0
+
+
+def test_an_empty_response_keeps_its_reward():
+    rows = make_rows(3)
+    rows.response_ids[0] = []
+    batch = to_dataproto(rows, 7, max_prompt_length=16, max_response_length=8)
+    assert batch.batch["response_mask"][0].sum() == 1 and batch.batch["responses"][0, 0] == 7
+    assert batch.batch["rm_scores"][0, 0].item() == pytest.approx(rows.rewards[0])
