@@ -8,7 +8,9 @@ from typing import Any
 from lamina.agents.models import ModelConfig
 from lamina.agents.prompt import PromptConfig
 from lamina.algorithms.losses import LossConfig
+from lamina.trainer.logs import LoggingConfig
 from lamina.trainer.rollout import RolloutConfig
+from lamina.trainer.schedule import ScheduleConfig
 from lamina.trainer.update import UpdateConfig
 
 
@@ -67,7 +69,8 @@ class TrainerConfig:
         resume: continue from the newest good checkpoint in ``output_dir``.
         lr, weight_decay: AdamW settings; ``lr_multipliers`` scales the lr of given blocks.
         train_embeddings, train_lm_head: also train these (frozen by default).
-        progress: show a progress bar.
+        schedule: the learning-rate schedule (linear warm-up, then constant or cosine).
+        progress: show a live progress bar (on a terminal; elsewhere one line per iteration).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         max_skipped_steps: stop after this many optimizer steps in a row were skipped for a
             non-finite loss or gradient.
@@ -84,6 +87,7 @@ class TrainerConfig:
     train_embeddings: bool = False
     train_lm_head: bool = False
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     progress: bool = True
     device: str = "auto"
     max_skipped_steps: int = 3
@@ -91,10 +95,21 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval`` config group: held-out episodes after training (0 skips evaluation)."""
+    """``eval`` config group: held-out episodes (seeds from ``env.eval_seed_offset``, or the
+    environment's held-out split through ``env.eval_kwargs``).
+
+    Args:
+        episodes: held-out episodes after training (0 skips evaluation).
+        temperature: sampling temperature (0: greedy).
+        base: also evaluate the untrained model before iteration 0 (``eval_base.json``).
+        every: evaluate every N iterations during training (rows with ``kind: "eval"`` in
+            ``metrics.jsonl``); 0: only at the end.
+    """
 
     episodes: int = 8
     temperature: float = 0.4
+    base: bool = True
+    every: int = 0
 
 
 @dataclass
@@ -108,6 +123,8 @@ class RunConfig:
     agent: PromptConfig = field(default_factory=PromptConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     layers: Any = "middle:1"
     modules: str = "all"
     backend: str = "native"
+    init_from: str | None = None  # a run or checkpoint folder (e.g. from ``lamina sft``) to start from

@@ -1,51 +1,105 @@
-"""A rich progress bar with the live success rate of training and the evaluation count."""
+"""Live progress of a run: a rich bar on a terminal, one line per iteration elsewhere.
+
+On a terminal the bar shows the phase (rollout step, update micro-batches, evaluation) and the
+last iteration's success, return, KL, tokens/s and ETA. In a log file or CI, where a redrawn bar
+would be noise, every iteration and evaluation prints one line instead
+(``lamina.trainer.logs.format_iteration_line``).
+"""
 
 from __future__ import annotations
+
+import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lamina.trainer.logs import format_iteration_line
+
 
 class TrainingProgress:
-    """Context manager; a no-op when ``enabled`` is False."""
+    """Context manager; silent when ``enabled`` is False.
 
-    def __init__(self, cfg, enabled: bool = True):
-        self.enabled = enabled
+    Args:
+        cfg: the run config (iterations, steps per episode).
+        enabled: show progress at all.
+        interactive: redraw a bar (default: when stderr is a terminal).
+    """
+
+    def __init__(self, cfg, enabled: bool = True, interactive: bool | None = None):
         self.cfg = cfg
+        self.enabled = enabled
+        self.interactive = enabled and (sys.stderr.isatty() if interactive is None else interactive)
+        self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"),
-            console=Console(stderr=True),
-            disable=not enabled,
+            console=self.console,
+            disable=not self.interactive,
         )
         self.task = None
         self.eval_task = None
+        self.started = time.perf_counter()
+        self.first_iteration: int | None = None
+        self.last_status = ""
 
     def __enter__(self):
         self.progress.__enter__()
-        self.task = self.progress.add_task("train", total=self.cfg.trainer.iterations, status="rolling out")
+        self.task = self.progress.add_task("train", total=self.cfg.trainer.iterations, status="starting")
         return self
 
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
+    def _status(self, phase: str) -> None:
+        status = f"{phase}  {self.last_status}".strip()
+        self.progress.update(self.task, status=status)
+
+    def start_iteration(self, iteration: int) -> None:
+        if self.first_iteration is None:
+            self.first_iteration, self.started = iteration, time.perf_counter()
+        self.progress.update(self.task, completed=iteration)
+
     def on_rollout_step(self, step: int, active: int) -> None:
-        self.progress.update(
-            self.task, status=f"rollout step {step + 1}/{self.cfg.env.max_steps}, {active} active"
-        )
+        self._status(f"rollout step {step + 1}/{self.cfg.env.max_steps}, {active} active")
 
-    def end_iteration(self, record: dict) -> None:
-        status = (
-            f"success {record['success_rate']:.0%}  return {record['mean_return']:+.2f}  "
-            f"invalid {record['invalid_action_rate']:.0%}  loss {record['loss']:+.4f}"
-        )
-        self.progress.update(self.task, completed=record["iteration"] + 1, status=status)
+    def start_update(self, rows: int) -> None:
+        self._status(f"updating {rows} rows")
 
-    def start_eval(self, episodes: int) -> None:
-        self.eval_task = self.progress.add_task("eval", total=episodes, status="")
+    def on_update_step(self, done: int, total: int) -> None:
+        self._status(f"updating: micro-batch {done}/{total}")
+
+    def start_eval(self, episodes: int, label: str = "eval") -> None:
+        if self.eval_task is not None:
+            self.progress.remove_task(self.eval_task)
+        self.eval_task = self.progress.add_task(label, total=episodes, status="")
 
     def advance_eval(self, n: int) -> None:
-        self.progress.advance(self.eval_task, n)
+        if self.eval_task is not None:
+            self.progress.advance(self.eval_task, n)
+
+    def eta_s(self, iteration: int) -> float | None:
+        """Seconds left, from the mean duration of the iterations this process ran."""
+        if self.first_iteration is None:
+            return None
+        done = iteration + 1 - self.first_iteration
+        return (time.perf_counter() - self.started) / done * (self.cfg.trainer.iterations - iteration - 1)
+
+    def report(self, row: dict) -> None:
+        """An iteration's record or an evaluation result (``kind: "eval"``)."""
+        if not self.enabled:
+            return
+        is_eval = row.get("kind") == "eval"
+        eta = None if is_eval else self.eta_s(row["iteration"])
+        line = format_iteration_line(row, self.cfg.trainer.iterations, eta)
+        if self.interactive:
+            if not is_eval:
+                self.last_status = line.split("  ", 1)[-1]
+                self.progress.update(self.task, completed=row["iteration"] + 1, status=self.last_status)
+            else:
+                self.progress.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)

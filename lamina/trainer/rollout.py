@@ -76,6 +76,8 @@ class RolloutBatch:
     episode_returns: np.ndarray  # (T,)
     episode_won: np.ndarray  # (T,) bool
     episode_lengths: np.ndarray  # (T,)
+    # The scalar fields (task_type, score, ...) of each trajectory's last info, (T,).
+    episode_infos: list[dict] | None = None
     # Choose mode: each row's K_i candidate continuations and the chosen index; None otherwise.
     candidates: list[list[list[int]]] | None = None
     chosen: np.ndarray | None = None  # (N,)
@@ -184,6 +186,7 @@ def collect_rollouts(
     returns = np.zeros(n_traj)
     won = np.zeros(n_traj, dtype=bool)
     lengths = np.zeros(n_traj, dtype=np.int64)
+    last_infos = [scalar_fields(info) for info in infos[:n_traj]]
     rows: dict[str, list] = {key: [] for key in ROW_FIELDS}
     for step in range(max_steps):
         active = [t for t in range(n_traj) if not done[t]]
@@ -229,13 +232,21 @@ def collect_rollouts(
             returns[t] += reward
             lengths[t] += 1
             won[t] = bool(next_infos[t].get("won", False))
+            last_infos[t] = scalar_fields(next_infos[t])
             done[t] = bool(terminated[t] or truncated[t])
         if on_step is not None:
             on_step(step, len(active))
-    return _to_batch(rows, returns, won, lengths)
+    return _to_batch(rows, returns, won, lengths, last_infos)
 
 
-def _to_batch(rows: dict[str, list], returns: np.ndarray, won: np.ndarray, lengths: np.ndarray):
+def scalar_fields(info: dict) -> dict:
+    """The str/int/float/bool entries of an info dict (``task_type``, ``score``, ``won``...)."""
+    return {k: v for k, v in info.items() if isinstance(v, str | int | float | bool)}
+
+
+def _to_batch(
+    rows: dict[str, list], returns: np.ndarray, won: np.ndarray, lengths: np.ndarray, last_infos: list[dict]
+):
     return RolloutBatch(
         prompt_ids=rows["prompt"],
         response_ids=rows["response"],
@@ -249,6 +260,7 @@ def _to_batch(rows: dict[str, list], returns: np.ndarray, won: np.ndarray, lengt
         episode_returns=returns,
         episode_won=won,
         episode_lengths=lengths,
+        episode_infos=last_infos,
         **_choice_fields(rows),
     )
 

@@ -39,9 +39,12 @@ from lamina.trainer.layers import (
     parse_layers,
     trainable_parameter_names,
 )
+from lamina.trainer.logs import MetricsLogger, plot_curves
 from lamina.trainer.precision import all_finite, keep_fp32_master_weights
 from lamina.trainer.progress import TrainingProgress
+from lamina.trainer.restore import load_init_from
 from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
+from lamina.trainer.schedule import check_schedule, make_scheduler
 from lamina.trainer.update import ppo_update
 
 
@@ -76,6 +79,14 @@ def validate(cfg: RunConfig) -> list[int]:
         )
     if cfg.agent.choose_score not in SCORE_MODES:
         raise ConfigError(f"agent.choose_score={cfg.agent.choose_score!r}; valid: {', '.join(SCORE_MODES)}")
+    try:
+        check_schedule(cfg.trainer.schedule)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.eval.episodes < 0 or cfg.eval.every < 0:
+        raise ConfigError(
+            f"eval.episodes={cfg.eval.episodes}, eval.every={cfg.eval.every}: both must be >= 0 (0: none)"
+        )
     if cfg.trainer.max_skipped_steps < 1:
         raise ConfigError(f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 1")
     try:
@@ -156,6 +167,8 @@ def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
     weights for them when the model computes in a lower precision, and builds AdamW and the reference."""
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.trainer.device))
     try:
+        if cfg.init_from:
+            load_init_from(cfg.init_from, model, cfg.model)  # before the KL reference copies its tensors
         names = trainable_parameter_names(
             model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
         )
@@ -175,10 +188,14 @@ def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
 
 def optimizer_settings(cfg: RunConfig) -> dict:
     """What must not change across a resume: the optimizer's state was built for these."""
+    schedule = cfg.trainer.schedule
     return {
         "lr": cfg.trainer.lr,
         "lr_multipliers": {str(k): float(v) for k, v in sorted(cfg.trainer.lr_multipliers.items())},
         "weight_decay": cfg.trainer.weight_decay,
+        # A cosine schedule's shape depends on the run length; a constant one does not.
+        "schedule": [schedule.kind, schedule.warmup_iterations, schedule.min_lr_ratio]
+        + ([cfg.trainer.iterations] if schedule.kind == "cosine" else []),
     }
 
 
@@ -279,6 +296,7 @@ def run_iteration(
     advantages = compute_advantages(cfg, batch)
     update = {}
     if learner.trainable:
+        progress.start_update(len(batch))
         update = ppo_update(
             policy,
             learner.optimizer,
@@ -291,6 +309,7 @@ def run_iteration(
             cfg.rollout.temperature,
             learner.reference,
             learner.shuffle,
+            on_micro_batch=progress.on_update_step,
         )
         check_skipped_steps(cfg, learner, update, iteration)
     return {
@@ -327,8 +346,30 @@ def check_skipped_steps(cfg: RunConfig, learner: Learner, update: dict, iteratio
         )
 
 
+def run_eval(cfg: RunConfig, policy: Policy, progress, iteration: int, label: str) -> dict:
+    """Held-out evaluation of the current weights (``eval.episodes`` episodes)."""
+    policy.model.eval()
+    progress.start_eval(cfg.eval.episodes, label)
+    count = min(cfg.eval.episodes, cfg.rollout.batch_size * cfg.rollout.group_size)
+    with make_runner(cfg, count, evaluation=True) as eval_runner:
+        result = evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
+    return {"kind": "eval", "iteration": iteration, **result}
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Writes ``value`` under a temporary name, then renames it: readers never see half a file."""
+    staging = path.with_name(path.name + ".partial")
+    staging.write_text(json.dumps(value, indent=1))
+    staging.replace(path)
+
+
 def train(cfg: RunConfig) -> Path:
-    """Runs training (and evaluation) and returns the output folder."""
+    """Runs training (and evaluation) and returns the output folder.
+
+    Order: validate, build the learner (model on ``trainer.device``, frozen blocks, optimizer),
+    resume, evaluate the base model, then per iteration rollout -> advantages -> update -> logs,
+    periodic evaluation and checkpoints; finally the held-out evaluation and ``curves.png``.
+    """
     blocks = validate(cfg)
     out = Path(cfg.trainer.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -337,25 +378,42 @@ def train(cfg: RunConfig) -> Path:
     learner = build_learner(cfg, blocks)
     policy = make_policy(cfg, learner.model, learner.tokenizer)
     start = resume(cfg, learner, out)
+    scheduler = make_scheduler(learner.optimizer, cfg.trainer.schedule, cfg.trainer.iterations, start)
+    config = OmegaConf.to_container(OmegaConf.structured(cfg))
     with (
         make_runner(cfg, cfg.rollout.batch_size * cfg.rollout.group_size) as runner,
         TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress,
+        MetricsLogger(cfg.logging, out, config) as logger,
         (out / "metrics.jsonl").open("a" if start else "w") as metrics_file,
     ):
-        for iteration in range(start, cfg.trainer.iterations):
-            record = run_iteration(cfg, iteration, learner, policy, runner, progress)
-            metrics_file.write(json.dumps(record) + "\n")
+
+        def record(row: dict) -> None:
+            metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
-            progress.end_iteration(record)
-            if iteration == cfg.trainer.iterations - 1 or (
-                cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0
-            ):
+            logger.log(row, step=row["iteration"])
+            progress.report(row)
+
+        if start == 0 and cfg.eval.base and cfg.eval.episodes > 0:
+            base = run_eval(cfg, policy, progress, 0, "eval (base model)")
+            write_json(out / "eval_base.json", base)
+            logger.log(base, step=0)
+            progress.report(base)
+        for iteration in range(start, cfg.trainer.iterations):
+            progress.start_iteration(iteration)
+            row = run_iteration(cfg, iteration, learner, policy, runner, progress)
+            row["lr"] = learner.optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            record(row)
+            last = iteration == cfg.trainer.iterations - 1
+            if cfg.eval.every and (iteration + 1) % cfg.eval.every == 0 and not last and cfg.eval.episodes:
+                record(run_eval(cfg, policy, progress, iteration + 1, f"eval @{iteration + 1}"))
+            if last or (cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0):
                 save(cfg, learner, out, iteration)
         if cfg.eval.episodes > 0:
-            learner.model.eval()
-            progress.start_eval(cfg.eval.episodes)
-            count = min(cfg.eval.episodes, runner.num_envs)
-            with make_runner(cfg, count, evaluation=True) as eval_runner:
-                result = evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
-            (out / "eval.json").write_text(json.dumps(result, indent=1))
+            result = run_eval(cfg, policy, progress, cfg.trainer.iterations, "eval (trained)")
+            write_json(out / "eval.json", result)
+            logger.log(result, step=cfg.trainer.iterations)
+            progress.report(result)
+    if cfg.logging.curves:
+        plot_curves(out)
     return out

@@ -8,7 +8,7 @@ both as (B, L) tensors with a mask.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +81,7 @@ def ppo_update(
     temperature: float,
     reference: ReferenceWeights | None = None,
     generator: torch.Generator | None = None,
+    on_micro_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """PPO epochs over mini-batches of rows; each row's scalar advantage goes to all its units.
 
@@ -91,6 +92,7 @@ def ppo_update(
     Args:
         loss_scale_factor: the constant of ``seq-mean-token-sum-norm`` (the max response length).
         temperature: the sampling temperature the old log-probs were recorded at (> 0).
+        on_micro_batch: called as ``(done, total)`` after every forward/backward.
     Returns:
         averaged metrics: ``loss``, ``pg_loss``, ``pg_clipfrac``, ``ppo_kl``, ``kl``, ``grad_norm``,
         and ``skipped_steps`` / ``optimizer_steps`` (sums).
@@ -105,6 +107,9 @@ def ppo_update(
     ref_rows = None
     if reference is not None and loss_cfg.kl_coef > 0:
         ref_rows = reference_log_probs(policy, reference, batch, temperature, update_cfg.micro_batch_size)
+    micro_size = update_cfg.micro_batch_size
+    micro_total = update_cfg.ppo_epochs * sum(-(-min(mini, n - s) // micro_size) for s in range(0, n, mini))
+    micro_done = 0
     for _ in range(update_cfg.ppo_epochs):
         order = (
             torch.randperm(n, generator=generator).tolist()
@@ -132,6 +137,9 @@ def ppo_update(
                     log_probs, old, adv[:, None].expand(-1, width), mask, actor, loss_cfg, ref, entropy
                 )
                 loss.backward()
+                micro_done += 1
+                if on_micro_batch is not None:
+                    on_micro_batch(micro_done, micro_total)
                 share = len(micro) / len(idx)
                 metrics["loss"] = float(loss.detach())
                 for k, v in metrics.items():
