@@ -116,3 +116,13 @@ def test_rollout_server_interface():
     params = inspect.signature(LLMServerClient.generate).parameters
     assert {"request_id", "prompt_ids", "sampling_params"} <= set(params)
     assert {"token_ids", "log_probs"} <= set(TokenOutput.model_fields)
+
+
+def test_agent_loop_interface_the_episode_loop_uses():
+    from verl.experimental.agent_loop import agent_loop
+
+    for name in ("ct_build_initial_tokens", "ct_merge_assistant_token", "ct_merge_context_msg"):
+        assert callable(getattr(agent_loop.AgentLoopBase, name, None)), name
+    fields = set(agent_loop.AgentLoopOutput.model_fields)
+    assert {"prompt_ids", "response_ids", "response_mask", "response_logprobs", "reward_score"} <= fields
+    assert "agent_loop_config_path" in inspect.getsource(agent_loop.AgentLoopWorker)
