@@ -15,7 +15,7 @@ USAGE = """usage: lamina <command> [key=value ...]
 
 commands:
   train     train an agent               lamina train env=textworld algorithm=grpo layers=[15]
-  eval      evaluate a checkpoint        (not yet)
+  eval      held-out evaluation          lamina eval checkpoint=runs/default | model=smollm2-135m [env=...]
   sweep     layer study                  lamina sweep study.layers=[0,7,15,22,29] study.seeds=[0,1]
   compare   compare two sweeps           lamina compare runs/sweep-a runs/sweep-b [out=DIR]
   weights   weight change per block      lamina weights runs/sweep/full-seed0 [out=DIR]
@@ -25,7 +25,7 @@ commands:
   export    a run as an HF model folder  lamina export checkpoint=runs/default out=exported/default
   sft       supervised warm start        lamina sft env=alfworld agent.mode=generate sft.episodes=32
 """
-NOT_YET = ("eval", "bench")
+NOT_YET = ("bench",)
 
 
 class UsageError(Exception):
@@ -61,8 +61,50 @@ def compose_config(overrides: Sequence[str], config_name: str = "train"):
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
         return OmegaConf.to_object(merged)
     except (HydraException, OmegaConfBaseException) as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise UsageError(f"bad override: {first_line}") from None
+        raise UsageError(explain_override_error(err, overrides, config_name)) from None
+
+
+def known_keys(config_name: str = "train") -> list[str]:
+    """Every dotted key of the composed default config (for "did you mean")."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        raw = compose(config_name=config_name)
+    keys: list[str] = []
+
+    def visit(node, prefix: str) -> None:
+        for key, value in node.items_ex(resolve=False) if isinstance(node, DictConfig) else []:
+            dotted = f"{prefix}{key}"
+            keys.append(dotted)
+            if isinstance(value, DictConfig):
+                visit(value, dotted + ".")
+
+    visit(raw, "")
+    return keys
+
+
+def explain_override_error(err: Exception, overrides: Sequence[str], config_name: str = "train") -> str:
+    """One line naming the bad key and value, with what is valid (or the closest known key)."""
+    import difflib
+    import re
+
+    text = str(err).strip()
+    values = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o)
+    full_key = getattr(err, "full_key", None)
+    if full_key:
+        expected = re.search(r"converted to (\w+)", text)
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
+            expected.group(1) if expected else "", "a value of the right type"
+        )
+        return f"{full_key}={values.get(full_key, '?')!s}: not {kind}; valid: {kind}"
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        close = difflib.get_close_matches(key, known_keys(config_name), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"see `lamina {config_name} --help` for the keys"
+        return f"unknown key {key!r} ({key}={values.get(key, '?')}); {hint}"
+    return f"bad override: {text.splitlines()[0]}"
 
 
 def cmd_train(overrides: Sequence[str]) -> int:
@@ -114,6 +156,28 @@ def cmd_sft(overrides: Sequence[str]) -> int:
     return 0
 
 
+def cmd_eval(overrides: Sequence[str]) -> int:
+    from lamina.trainer.evaluate_cli import run_evaluation
+
+    special = ("checkpoint", "ensemble", "out")
+    picked = {k: v for k, _, v in (o.partition("=") for o in overrides) if k in special}
+    rest = [o for o in overrides if o.partition("=")[0] not in picked]
+    overridden = {o.partition("=")[0].lstrip("+").split(".")[0] for o in rest}
+    if "checkpoint" in picked and "ensemble" in picked:
+        raise UsageError("give checkpoint=DIR or ensemble=SWEEP:K, not both")
+    if ("checkpoint" in picked or "ensemble" in picked) and any(o.startswith("model") for o in rest):
+        raise UsageError("the model comes from checkpoint=/ensemble=; leave out model=... there")
+    cfg = compose_config(rest)
+    try:
+        out = run_evaluation(
+            cfg, picked.get("checkpoint"), picked.get("ensemble"), picked.get("out"), overridden
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"written: {out}")
+    return 0
+
+
 def _paths_and_out(overrides: Sequence[str], count: int, usage: str) -> tuple[list[str], str | None]:
     """``count`` positional paths and an optional ``out=DIR``; else a usage error."""
     paths = [a for a in overrides if not a.startswith("out=")]
@@ -158,8 +222,50 @@ def cmd_weights(overrides: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "envs": cmd_envs, "play": cmd_play, "export": cmd_export, "sft": cmd_sft,
-            "sweep": cmd_sweep, "compare": cmd_compare, "weights": cmd_weights}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "envs": cmd_envs,
+    "play": cmd_play,
+    "export": cmd_export,
+    "sft": cmd_sft,
+    "sweep": cmd_sweep,
+    "compare": cmd_compare,
+    "weights": cmd_weights,
+}
+
+
+CONFIG_NAMES = {"train": "train", "eval": "train", "sft": "sft", "sweep": "sweep"}
+
+
+def command_help(command: str) -> str:
+    """``lamina <command> --help``: its usage line and, for config-driven commands, the config
+    groups with their options and every key with its default."""
+    line = next((ln for ln in USAGE.splitlines() if ln.strip().startswith(command + " ")), "")
+    parts = [f"usage: lamina {command} [key=value ...]", "", line.strip()]
+    config_name = CONFIG_NAMES.get(command)
+    if config_name is None:
+        return "\n".join(parts)
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    parts += ["", "config groups (group=option):"]
+    parts += [f"  {group:10s} {', '.join(group_options(group))}" for group in ("env", "algorithm", "model")]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        raw = compose(config_name=config_name)
+    flat = OmegaConf.to_container(raw, resolve=False)
+    parts += ["", "keys and their defaults (key=value):"]
+
+    def visit(node: dict, prefix: str, depth: int) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value and depth < 2:
+                visit(value, f"{prefix}{key}.", depth + 1)
+            else:
+                parts.append(f"  {prefix}{key}={value}")
+
+    visit(flat, "", 0)
+    parts += ["", "Lists and dicts are Hydra values: layers=[14,15] trainer.lr_multipliers={15:2.0}"]
+    return "\n".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; valid: {', '.join([*COMMANDS, *NOT_YET])}")
+        if any(arg in ("-h", "--help") for arg in overrides):
+            print(command_help(command))
+            return 0
         return COMMANDS[command](overrides)
     except (UsageError, ConfigError) as err:
         print(f"lamina: error: {err}", file=sys.stderr)

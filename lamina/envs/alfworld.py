@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.envs.base import TextEnv, make_info
+from lamina.paths import shared_dir
 
 TASK_TYPES = (
     "pick_and_place_simple",
@@ -54,10 +55,15 @@ _WRITE_ONLY_PREDICATES = frozenset({"checked"})
 
 
 def default_data_path() -> tuple[Path, str]:
-    """``ALFWORLD_DATA``, else ``~/.cache/alfworld`` (alfworld's own default), and where it came from."""
+    """``ALFWORLD_DATA``, else the shared data folder's ``alfworld/`` (``LAMINA_SHARED``, else
+    ``../shared`` beside the repository), else ``~/.cache/alfworld`` (alfworld's own default);
+    and where it came from."""
     env = os.environ.get("ALFWORLD_DATA")
     if env:
         return Path(env).expanduser(), "env var ALFWORLD_DATA"
+    shared = shared_dir()
+    if shared is not None and (shared / "alfworld").is_dir():
+        return shared / "alfworld", f"shared data folder {shared}"
     return Path("~/.cache/alfworld").expanduser(), "default ~/.cache/alfworld"
 
 
@@ -142,7 +148,7 @@ def _missing_data_message(data_path: Path, source: str, data_version: str | None
         f"No ALFWorld games found under {data_path} ({source}). Looked for folders with "
         f"{GAME_FILE} + {TRAJ_FILE} in: {', '.join(tried)}. Get the data with `alfworld-download` "
         f"(it writes {DATA_VERSION}/ to ~/.cache/alfworld, or to $ALFWORLD_DATA), or set ALFWORLD_DATA "
-        f"(or data_path=) to the folder that holds {' or '.join(DATA_VERSIONS[:2])}/."
+        f"(or env.kwargs.data_path=) to the folder that holds {' or '.join(DATA_VERSIONS[:2])}/."
     )
 
 

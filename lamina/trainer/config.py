@@ -25,6 +25,10 @@ class EnvConfig:
         train_tasks: training tasks are the seeds 0..train_tasks-1 (None: any seed below 2**31).
         eval_seed_offset: evaluation tasks use seeds from here on, apart from training seeds.
         eval_kwargs: merged over ``kwargs`` for the evaluation environments (e.g. another split).
+            Empty: the held-out tasks are the seeds from ``eval_seed_offset`` on, and training
+            seeds stay below it.
+        required_kwargs: constructor arguments that must be set (in ``kwargs`` and, merged, for
+            evaluation), checked before any work starts.
     """
 
     name: str = "textworld"
@@ -33,6 +37,7 @@ class EnvConfig:
     train_tasks: int | None = None
     eval_seed_offset: int = 100_000
     eval_kwargs: dict[str, Any] = field(default_factory=dict)
+    required_kwargs: list[str] = field(default_factory=list)
 
 
 @dataclass

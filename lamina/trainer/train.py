@@ -64,8 +64,10 @@ def validate(cfg: RunConfig) -> list[int]:
     for key in ("batch_size", "max_new_tokens", "micro_batch_size"):
         if getattr(cfg.rollout, key) < 1:
             raise ConfigError(f"rollout.{key}={getattr(cfg.rollout, key)} must be >= 1")
-    if cfg.trainer.iterations < 0 or cfg.env.max_steps < 1:
-        raise ConfigError("trainer.iterations must be >= 0 and env.max_steps >= 1")
+    if cfg.trainer.iterations < 0:
+        raise ConfigError(f"trainer.iterations={cfg.trainer.iterations} must be >= 0 (0: evaluate only)")
+    if cfg.env.max_steps < 1:
+        raise ConfigError(f"env.max_steps={cfg.env.max_steps} must be >= 1")
     if cfg.agent.mode not in ("generate", "choose"):
         raise ConfigError(f"agent.mode={cfg.agent.mode!r}; valid: generate, choose")
     if cfg.rollout.env_workers < 0:
@@ -87,6 +89,9 @@ def validate(cfg: RunConfig) -> list[int]:
         raise ConfigError(
             f"eval.episodes={cfg.eval.episodes}, eval.every={cfg.eval.every}: both must be >= 0 (0: none)"
         )
+    validate_env(cfg)
+    if not cfg.trainer.lr > 0:
+        raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be > 0 (e.g. 1e-4 for one block, 1e-5 for all)")
     if cfg.trainer.max_skipped_steps < 1:
         raise ConfigError(f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 1")
     try:
@@ -96,10 +101,30 @@ def validate(cfg: RunConfig) -> list[int]:
     return blocks
 
 
+def validate_env(cfg: RunConfig) -> None:
+    """Required constructor arguments are set, and training seeds stay below the held-out ones."""
+    evaluating = cfg.eval.episodes > 0
+    merged = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
+    for key in cfg.env.required_kwargs:
+        if cfg.env.kwargs.get(key) is None:
+            raise ConfigError(f"env.kwargs.{key} is not set; env={cfg.env.name} needs it")
+        if evaluating and merged.get(key) is None:
+            raise ConfigError(
+                f"env.eval_kwargs.{key} is not set; env={cfg.env.name} evaluates on held-out tasks of their "
+                "own (or set eval.episodes=0)"
+            )
+    train_tasks, offset = cfg.env.train_tasks, cfg.env.eval_seed_offset
+    if not cfg.env.eval_kwargs and train_tasks is not None and train_tasks > offset:
+        raise ConfigError(
+            f"env.train_tasks={train_tasks} would overlap the held-out seeds from env.eval_seed_offset="
+            f"{offset}; valid: env.train_tasks <= {offset}"
+        )
+
+
 def task_seeds(cfg: RunConfig, iteration: int) -> list[int]:
     """The B task seeds of an iteration, drawn without replacement from the training tasks."""
     rng = np.random.default_rng([cfg.trainer.seed, iteration])
-    high = cfg.env.train_tasks or 2**31 - 1
+    high = cfg.env.train_tasks or (2**31 - 1 if cfg.env.eval_kwargs else cfg.env.eval_seed_offset)
     size = min(cfg.rollout.batch_size, high)
     return [int(s) for s in rng.choice(high, size=size, replace=False)]
 

@@ -78,9 +78,17 @@ def test_resume_continues_from_newest_checkpoint(tmp_path):
         ("layers=[99]", "block 99 is outside 0..29 (the model has L=30 blocks)"),
         ("rollout.group_size=1", "rollout.group_size=1: algorithm 'grpo'"),
         ("algorithm=ppo2", "unknown algorithm 'ppo2'; valid: "),
-        ("trainer.iterationz=3", "bad override"),
+        ("trainer.iterationz=3", "did you mean trainer.iterations?"),
         ("model.path=/nonexistent/model", "model.path='/nonexistent/model' is neither a model folder"),
         ("agent.mode=guess", "agent.mode='guess'; valid: generate, choose"),
+        ("trainer.lr=-1", "trainer.lr=-1.0 must be > 0"),
+        ("trainer.iterations=-1", "trainer.iterations=-1 must be >= 0 (0: evaluate only)"),
+        ("rollout.group_size=abc", "rollout.group_size=abc: not an integer"),
+        (
+            "trainer.iteratons=2",
+            "unknown key 'trainer.iteratons' (trainer.iteratons=2); did you mean trainer.iterations?",
+        ),
+        ("env=qa", "env.kwargs.path is not set; env=qa needs it"),
     ],
 )
 def test_bad_overrides_fail_with_one_line(override, expected, capsys, tmp_path):
