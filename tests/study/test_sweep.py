@@ -167,8 +167,9 @@ def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
 
     # The finished sweep feeds the weight-change table and the top-K ensemble.
     rows, _, _ = weight_change(tmp_path / "block01-seed0")
-    changed = [r["block"] for r in rows if r["relative_change"] > 0]
-    assert changed == [1]
+    assert [r["block"] for r in rows if r["trained_tensors"]] == [1]
+    assert all(r["relative_change"] == 0 for r in rows if r["block"] != 1)  # (the tiny model may win
+    # nothing, so that all advantages and updates are zero; test_weights checks a real change)
     result = evaluate_ensemble(tmp_path, 2)
     assert result["episodes"] == 2 and len(result["members"]) == 2
     assert json.loads((tmp_path / "ensemble-top2.json").read_text())["members"] == result["members"]
