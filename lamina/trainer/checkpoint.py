@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,8 @@ def save_checkpoint(
     (staging / "state.json").write_text(
         json.dumps({"iteration": iteration, "trainable": names, **state}, indent=1)
     )
+    # Fault injection for tests: keeps the write open so a test can kill the process inside it.
+    time.sleep(float(os.environ.get("LAMINA_TEST_SLOW_SAVE_S", "0")))
     manifest = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
     for path in staging.iterdir():
         _fsync(path)
@@ -152,6 +155,26 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
             return path
         log.warning("skipping damaged checkpoint %s: %s", path, problem)
     return None
+
+
+def prune_checkpoints(output_dir: Path, keep: int) -> list[Path]:
+    """Deletes all but the ``keep`` newest good checkpoints (damaged ones and leftover staging
+    folders older than the newest good one go too); returns what was deleted. The newest good
+    checkpoint is never deleted, so a crash during pruning leaves a resumable run."""
+    if keep < 1:
+        return []
+    folders = checkpoint_folders(output_dir)
+    good = [p for p in folders if checkpoint_problem(p) is None]
+    if not good:
+        return []
+    kept = set(good[-keep:])
+    newest = good[-1]
+    doomed = [p for p in folders if p not in kept and p.name < newest.name]
+    root = Path(output_dir) / "checkpoints"
+    doomed += [p for p in root.glob(f".{PREFIX}*.partial") if p.name[1:] < newest.name]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
 
 
 def checkpoint_folders(output_dir: Path) -> list[Path]:

@@ -8,6 +8,7 @@ from typing import Any
 from lamina.agents.models import ModelConfig
 from lamina.agents.prompt import PromptConfig
 from lamina.algorithms.losses import LossConfig
+from lamina.integrations.verl.config import VerlBackendConfig
 from lamina.trainer.logs import LoggingConfig
 from lamina.trainer.rollout import RolloutConfig
 from lamina.trainer.schedule import ScheduleConfig
@@ -71,6 +72,7 @@ class TrainerConfig:
         seed: seeds torch, task sampling and environments.
         output_dir: where config, metrics, checkpoints and eval results go.
         save_every: iterations between checkpoints (the last iteration is always saved).
+        keep_checkpoints: keep only the N newest good checkpoints (0: keep all).
         resume: continue from the newest good checkpoint in ``output_dir``.
         lr, weight_decay: AdamW settings; ``lr_multipliers`` scales the lr of given blocks.
         train_embeddings, train_lm_head: also train these (frozen by default).
@@ -85,6 +87,7 @@ class TrainerConfig:
     seed: int = 0
     output_dir: str = "runs/default"
     save_every: int = 0
+    keep_checkpoints: int = 0
     resume: bool = False
     lr: float = 1e-5
     weight_decay: float = 0.0
@@ -131,5 +134,6 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     layers: Any = "middle:1"
     modules: str = "all"
-    backend: str = "native"
+    backend: str = "native"  # native (this process) or verl (Ray + FSDP + vLLM, ``cfg.verl``)
+    verl: VerlBackendConfig = field(default_factory=VerlBackendConfig)
     init_from: str | None = None  # a run or checkpoint folder (e.g. from ``lamina sft``) to start from

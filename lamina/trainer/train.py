@@ -27,6 +27,7 @@ from lamina.trainer.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_tensors,
+    prune_checkpoints,
     restore_rng,
     save_checkpoint,
 )
@@ -45,6 +46,7 @@ from lamina.trainer.progress import TrainingProgress
 from lamina.trainer.restore import load_init_from
 from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
 from lamina.trainer.schedule import check_schedule, make_scheduler
+from lamina.trainer.signals import GracefulStop
 from lamina.trainer.update import ppo_update
 
 
@@ -72,8 +74,8 @@ def validate(cfg: RunConfig) -> list[int]:
         raise ConfigError(f"agent.mode={cfg.agent.mode!r}; valid: generate, choose")
     if cfg.rollout.env_workers < 0:
         raise ConfigError(f"rollout.env_workers={cfg.rollout.env_workers} must be >= 0 (0: in this process)")
-    if cfg.backend != "native":
-        raise ConfigError(f"backend={cfg.backend!r} is not available yet; valid: native")
+    if cfg.backend not in ("native", "verl"):
+        raise ConfigError(f"backend={cfg.backend!r}; valid: native, verl")
     if cfg.trainer.iterations > 0 and not cfg.rollout.temperature > 0:
         raise ConfigError(
             f"rollout.temperature={cfg.rollout.temperature}: training samples from softmax(logits / T) "
@@ -90,6 +92,9 @@ def validate(cfg: RunConfig) -> list[int]:
             f"eval.episodes={cfg.eval.episodes}, eval.every={cfg.eval.every}: both must be >= 0 (0: none)"
         )
     validate_env(cfg)
+    for key in ("save_every", "keep_checkpoints"):
+        if getattr(cfg.trainer, key) < 0:
+            raise ConfigError(f"trainer.{key}={getattr(cfg.trainer, key)} must be >= 0 (0: off)")
     if not cfg.trainer.lr > 0:
         raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be > 0 (e.g. 1e-4 for one block, 1e-5 for all)")
     if cfg.trainer.max_skipped_steps < 1:
@@ -395,6 +400,10 @@ def train(cfg: RunConfig) -> Path:
     resume, evaluate the base model, then per iteration rollout -> advantages -> update -> logs,
     periodic evaluation and checkpoints; finally the held-out evaluation and ``curves.png``.
     """
+    if cfg.backend == "verl":
+        from lamina.integrations.verl.launch import run
+
+        return run(cfg)
     blocks = validate(cfg)
     out = Path(cfg.trainer.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -409,6 +418,7 @@ def train(cfg: RunConfig) -> Path:
         make_runner(cfg, cfg.rollout.batch_size * cfg.rollout.group_size) as runner,
         TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress,
         MetricsLogger(cfg.logging, out, config) as logger,
+        GracefulStop() as stop,
         (out / "metrics.jsonl").open("a" if start else "w") as metrics_file,
     ):
 
@@ -432,8 +442,15 @@ def train(cfg: RunConfig) -> Path:
             last = iteration == cfg.trainer.iterations - 1
             if cfg.eval.every and (iteration + 1) % cfg.eval.every == 0 and not last and cfg.eval.episodes:
                 record(run_eval(cfg, policy, progress, iteration + 1, f"eval @{iteration + 1}"))
-            if last or (cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0):
-                save(cfg, learner, out, iteration)
+            every = cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0
+            if last or every or stop.requested:
+                ckpt = save(cfg, learner, out, iteration)
+                prune_checkpoints(out, cfg.trainer.keep_checkpoints)
+            if stop.requested and not last:
+                raise TrainingStopped(
+                    f"{stop.requested} after iteration {iteration}: saved {ckpt}; continue with "
+                    f"trainer.resume=true trainer.output_dir={out}"
+                )
         if cfg.eval.episodes > 0:
             result = run_eval(cfg, policy, progress, cfg.trainer.iterations, "eval (trained)")
             write_json(out / "eval.json", result)
