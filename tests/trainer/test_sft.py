@@ -95,13 +95,14 @@ def test_sft_lowers_the_expert_loss_and_its_checkpoint_loads(tmp_path):
     with EnvGroupRunner("frozenlake", 4, num_workers=0, max_episode_steps=8) as runner:
         rows = collect_expert_rows(runner, expert_seeds(cfg), policy.encode, respond, cfg.agent, 8)
     assert len(rows) == summary["rows"]
-    assert expert_loss(model, rows, tokenizer.pad_token_id, 4) == pytest.approx(summary["final_loss"], rel=1e-4)
+    pad_id = tokenizer.pad_token_id
+    assert expert_loss(model, rows, pad_id, 4) == pytest.approx(summary["final_loss"], rel=1e-4)
 
     # init_from: a run that starts from it gets the SFT tensors; a later run that trained one
     # block saved only that block, and restoring it loads the SFT tensors first.
     fresh, _ = load_model(ModelConfig(name="tiny-random"))
     load_init_from(out, fresh, ModelConfig(name="tiny-random", dtype="float32"))
-    assert expert_loss(fresh, rows, tokenizer.pad_token_id, 4) == pytest.approx(summary["final_loss"], rel=1e-4)
+    assert expert_loss(fresh, rows, pad_id, 4) == pytest.approx(summary["final_loss"], rel=1e-4)
     rl_run = tmp_path / "rl"
     rl_run.mkdir()
     config = OmegaConf.load(out / "config.yaml")
