@@ -45,6 +45,7 @@ class ModelConfig:
             precision the trainable blocks keep fp32 master weights (``lamina.trainer.precision``).
         tiny_layers: number of blocks of the ``tiny-random`` model.
         tiny_hidden: hidden size of the ``tiny-random`` model.
+        trust_remote_code: run a model folder's own Python code (off unless set).
     """
 
     name: str = "smollm2-135m"
@@ -52,6 +53,7 @@ class ModelConfig:
     dtype: str = "auto"
     tiny_layers: int = 4
     tiny_hidden: int = 64
+    trust_remote_code: bool = False
 
 
 def _download_smollm2_gguf(workdir: Path) -> Path:
@@ -137,7 +139,7 @@ def model_num_blocks(cfg: ModelConfig) -> int:
         from transformers import AutoConfig
 
         try:
-            config = AutoConfig.from_pretrained(cfg.path)
+            config = AutoConfig.from_pretrained(cfg.path, trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"model.path={cfg.path!r} is neither a model folder nor a reachable HF model id "
@@ -200,13 +202,16 @@ def load_model(
         raise ValueError(
             f"unknown model {cfg.name!r}; valid: {', '.join(NAMED_MODELS)} or model.path=<id|dir>"
         )
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    # A model folder's own Python code runs only when the user asks for it.
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.name == "tiny-random" and not cfg.path:
         model = tiny_random_model(tokenizer, cfg).to(dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
+        )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
 
