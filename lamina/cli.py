@@ -112,8 +112,31 @@ def cmd_train(overrides: Sequence[str]) -> int:
 
     cfg = compose_config(overrides)
     out = train(cfg)
-    print(f"done: {out}")
+    print(training_summary(out))
     return 0
+
+
+def training_summary(out: Path) -> str:
+    """The held-out result, base -> trained with 95% intervals, and where the files are."""
+    import json
+
+    def line(name: str) -> str | None:
+        path = out / name
+        if not path.exists():
+            return None
+        r = json.loads(path.read_text())
+        low, high = r["ci95"]
+        return f"{r['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}, {r['episodes']} episodes)"
+
+    base, trained = line("eval_base.json"), line("eval.json")
+    lines = []
+    if base and trained:
+        lines.append(f"held-out success: base {base} -> trained {trained}")
+    elif trained:
+        lines.append(f"held-out success: {trained}")
+    files = ", ".join(p.name for p in sorted(out.iterdir()) if not p.name.startswith("."))
+    lines.append(f"done: {out} ({files})")
+    return "\n".join(lines)
 
 
 def cmd_envs(overrides: Sequence[str]) -> int:

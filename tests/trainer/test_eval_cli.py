@@ -116,3 +116,11 @@ def test_every_command_has_help(command, capsys):
     assert out.startswith(f"usage: lamina {command}")
     if command in ("train", "eval", "sft", "sweep"):
         assert "env " in out and "trainer.iterations=" in out
+
+
+def test_train_ends_with_base_and_trained_success(tmp_path, capsys):
+    args = [*TINY, "trainer.iterations=1", "eval.episodes=2", f"trainer.output_dir={tmp_path}"]
+    assert main(["train", *args]) == 0
+    out = capsys.readouterr().out
+    assert "held-out success: base " in out and "-> trained " in out and "95% CI" in out
+    assert "eval_base.json" in out and "curves.png" in out
