@@ -154,7 +154,14 @@ def plot_weight_change(rows: Sequence[dict], num_blocks: int, path: Path, title:
     twin.set_ylim(0, 1.05)
     twin.set_ylabel("fraction changed")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
+    ax.legend(
+        handles,
+        [h.get_label() for h in handles],
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=2,
+    )
     ax.set_title(title or "weight change per block (fp32)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
