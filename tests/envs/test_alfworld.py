@@ -268,6 +268,12 @@ def test_missing_data_names_paths_and_how_to_get_it(tmp_path, monkeypatch):
         ALFWorldEnv()
 
     monkeypatch.delenv("ALFWORLD_DATA")
+    monkeypatch.setenv("LAMINA_SHARED", str(tmp_path / "shared"))
+    (tmp_path / "shared" / "alfworld").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"shared/alfworld \(shared data folder"):
+        ALFWorldEnv()  # the shared data folder comes before alfworld's own default
+
+    monkeypatch.setenv("LAMINA_SHARED", str(tmp_path / "no_shared"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError, match=r"home/\.cache/alfworld"):
         ALFWorldEnv()
