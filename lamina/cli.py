@@ -316,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStopped as err:
         print(f"lamina: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("lamina: stopped at once; the checkpoints written so far are kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Stopping a run cleanly: the first SIGINT or SIGTERM finishes the current iteration, saves a
-checkpoint and stops; a second Ctrl-C stops at once (the checkpoints already written stay good).
+"""Stopping a run cleanly: the first SIGINT or SIGTERM during a training iteration finishes it,
+saves a checkpoint and stops; outside an iteration (evaluation) it stops at once, and so does a
+second signal (the checkpoints already written stay good).
 
     with GracefulStop() as stop:
         for iteration in ...:
@@ -10,9 +11,12 @@ checkpoint and stops; a second Ctrl-C stops at once (the checkpoints already wri
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
+
+from lamina.errors import TrainingStopped
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -23,6 +27,16 @@ class GracefulStop:
     def __init__(self) -> None:
         self.requested: str | None = None
         self.saved: dict[int, object] = {}
+        self.deferring = False  # inside an iteration: finish it first; elsewhere stop at once
+
+    @contextlib.contextmanager
+    def iteration(self):
+        """Marks the work a signal waits for (rollout, update, checkpoint)."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():  # handlers only work there
@@ -37,9 +51,13 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
-        self.requested = self.requested or name
+        if self.requested is not None:
+            raise KeyboardInterrupt  # the second signal: stop now
+        self.requested = name
+        if not self.deferring:  # evaluating or starting up: nothing that a checkpoint would keep
+            raise TrainingStopped(
+                f"{name} outside a training iteration; the checkpoints written so far are kept"
+            )
         print(
             f"lamina: {name}: finishing this iteration, then saving a checkpoint and stopping "
             "(Ctrl-C again to stop at once)",

@@ -435,17 +435,23 @@ def train(cfg: RunConfig) -> Path:
             progress.report(base)
         for iteration in range(start, cfg.trainer.iterations):
             progress.start_iteration(iteration)
-            row = run_iteration(cfg, iteration, learner, policy, runner, progress)
-            row["lr"] = learner.optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            record(row)
             last = iteration == cfg.trainer.iterations - 1
-            if cfg.eval.every and (iteration + 1) % cfg.eval.every == 0 and not last and cfg.eval.episodes:
-                record(run_eval(cfg, policy, progress, iteration + 1, f"eval @{iteration + 1}"))
-            every = cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0
-            if last or every or stop.requested:
-                ckpt = save(cfg, learner, out, iteration)
-                prune_checkpoints(out, cfg.trainer.keep_checkpoints)
+            with stop.iteration():
+                row = run_iteration(cfg, iteration, learner, policy, runner, progress)
+                row["lr"] = learner.optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                record(row)
+                if (
+                    cfg.eval.every
+                    and (iteration + 1) % cfg.eval.every == 0
+                    and not last
+                    and cfg.eval.episodes
+                ):
+                    record(run_eval(cfg, policy, progress, iteration + 1, f"eval @{iteration + 1}"))
+                every = cfg.trainer.save_every and (iteration + 1) % cfg.trainer.save_every == 0
+                if last or every or stop.requested:
+                    ckpt = save(cfg, learner, out, iteration)
+                    prune_checkpoints(out, cfg.trainer.keep_checkpoints)
             if stop.requested and not last:
                 raise TrainingStopped(
                     f"{stop.requested} after iteration {iteration}: saved {ckpt}; continue with "
