@@ -32,6 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.choose import ChoicePolicy
 from lamina.agents.models import load_model, model_num_blocks, resolve_device
+from lamina.agents.parsing import parse_action
 from lamina.agents.policy import HFPolicy
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs import resolve_env_id
@@ -196,7 +197,7 @@ def collect_expert_rows(
     """Plays the expert on ``seeds`` (``runner.num_envs`` at a time) and records one row per step.
 
     An episode ends at termination, truncation, or when the expert has no action (it diverged
-    or has none); a step whose expert action is not admissible is not recorded and ends the episode.
+    or has none); a step whose expert action the parser rejects is not recorded and ends the episode.
 
     Args:
         encode: ``messages -> prompt token ids`` (the policy's ``encode``).
@@ -219,7 +220,8 @@ def collect_expert_rows(
                 if done[t]:
                     continue
                 action, admissible = experts[t], infos[t]["admissible_actions"]
-                if action is None or (admissible is not None and action not in admissible):
+                # The parser decides, as in RL: WebShop's expert searches a query of its own.
+                if action is None or not parse_action(f"<action>{action}</action>", admissible).valid:
                     done[t] = True
                     continue
                 messages = build_messages(
