@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from omegaconf import OmegaConf
+
+from lamina.agents.models import ModelConfig
+from lamina.study.config import StudyConfig, SweepConfig
+
 
 def write_eval(
     run_dir: Path, won: list[float], returns: list[float] | None = None, first_seed: int = 100_000
@@ -25,3 +31,21 @@ def write_eval(
             }
         )
     )
+
+
+@pytest.fixture
+def make_sweep(tmp_path):
+    """``make_sweep(name, {arm folder: won list}, num_blocks)`` -> a sweep folder."""
+
+    def make(name: str, arms: dict[str, list[float]], num_blocks: int = 4, metric: str = "success") -> Path:
+        root = tmp_path / name
+        for arm, won in arms.items():
+            write_eval(root / arm, won)
+        cfg = SweepConfig(
+            model=ModelConfig(name="tiny-random", tiny_layers=num_blocks),
+            study=StudyConfig(output_dir=str(root), metric=metric, bootstrap=500),
+        )
+        (root / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        return root
+
+    return make

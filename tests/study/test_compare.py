@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (make_sweep is a fixture imported from sweep_files, used as a test argument)
 """lamina compare: rank correlations against scipy, block matching across depths, output files."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from scipy.stats import kendalltau, spearmanr
+from sweep_files import make_sweep  # noqa: F401  (fixture)
 
 from lamina.cli import main
 from lamina.study.compare import compare_sweeps, load_sweep, match_blocks

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (make_sweep is a fixture imported from sweep_files, used as a test argument)
 """C(k) and its intervals on synthetic scores, checked by hand; the degenerate case; the files."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from sweep_files import make_sweep  # noqa: F401  (fixture)
 
 from lamina.study.contribution import (
     Scores,
