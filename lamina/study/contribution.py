@@ -358,21 +358,7 @@ def summary(table: ContributionTable) -> dict:
             return None
         return {
             c: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for c, v in (
-                (c, getattr(r, c))
-                for c in (
-                    "block",
-                    "depth",
-                    "score",
-                    "score_lo",
-                    "score_hi",
-                    "contribution",
-                    "contribution_lo",
-                    "contribution_hi",
-                    "seeds",
-                    "episodes",
-                )
-            )
+            for c, v in ((c, getattr(r, c)) for c in CSV_COLUMNS)
         }
 
     best = table.best
