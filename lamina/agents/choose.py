@@ -22,7 +22,7 @@ the advantage is the same for every action).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.logprobs import autocast_context, decoder, first_token_log_probs, gather_log_probs
 from lamina.agents.policy import Generation, HFPolicy, left_pad
+from lamina.agents.prefix import PrefixStore, block_range, pad_states
 
 # Custom 4D masks are passed through unchanged by these attention implementations.
 MASKABLE_ATTENTION = ("sdpa", "eager")
@@ -125,28 +126,39 @@ class PackedScores:
         return torch.cat([self.first[row, k].reshape(1), self.rest[row, start : start + n - 1]])
 
 
-def packed_scores(
-    model: PreTrainedModel,
-    prompts: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[Sequence[int]]],
-    pad_id: int,
-) -> PackedScores:
-    """Runs the two shared-cache forwards (differentiable when autograd is on), on the model's device."""
-    device = next(model.parameters()).device
-    body = decoder(model)
-    # 1. The prompts, left padded: their cache and the hidden state of their last position.
-    prompt_ids, prompt_mask = left_pad(prompts, pad_id)  # (B, P)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    with autocast_context(model):
-        out = body(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=True,
-        )
-    cache, last_hidden = out.past_key_values, out.last_hidden_state[:, -1]  # (B, H)
+def state_key(prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> Hashable:
+    """What a choose-mode forward depends on: the prompt and the candidates (not the chosen one)."""
+    return (tuple(prompt), tuple(tuple(c) for c in continuations))
 
-    # 2. Each row's candidates packed one after another, right padded to Q.
+
+def distinct(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
+    """(first index of each distinct key, index into that list for every key)."""
+    first: dict[Hashable, int] = {}
+    unique: list[int] = []
+    inverse = []
+    for i, key in enumerate(keys):
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(i)
+        inverse.append(first[key])
+    return unique, inverse
+
+
+@dataclass
+class _Packing:
+    """B rows' candidates packed one after another, right padded to Q (all (B, Q) or (B, K_max))."""
+
+    ids: torch.Tensor
+    segments: torch.Tensor
+    positions: torch.Tensor
+    first_ids: torch.Tensor
+    lengths: torch.Tensor
+    starts: list[list[int]]
+
+
+def _pack(
+    prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]], pad_id: int
+) -> _Packing:
     b = len(prompts)
     q = max(sum(len(c) for c in conts) for conts in continuations)
     k_max = max(len(conts) for conts in continuations)
@@ -169,21 +181,97 @@ def packed_scores(
             row_starts.append(offset)
             offset += n
         starts.append(row_starts)
-    ids, segments, positions = ids.to(device), segments.to(device), positions.to(device)
+    return _Packing(ids, segments, positions, first_ids, lengths, starts)
+
+
+def _to_device(packing: _Packing, device: torch.device) -> _Packing:
+    packing.ids, packing.segments = packing.ids.to(device), packing.segments.to(device)
+    packing.positions = packing.positions.to(device)
+    return packing
+
+
+def _two_forwards(model, prompt_ids, prompt_mask, packing, device, prompt_embeds=None, packed_embeds=None):
+    """The prompt forward (its cache) and the packed candidates' forward over that cache; each input
+    is token ids or, when given, the hidden states entering the first block that runs."""
+    body = decoder(model)
     with autocast_context(model):
-        mask = _packed_mask(prompt_mask, segments, _compute_dtype(body, device))
+        out = body(
+            input_ids=None if prompt_embeds is not None else prompt_ids,
+            inputs_embeds=prompt_embeds,
+            attention_mask=prompt_mask,
+            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True,
+        )
+        mask = _packed_mask(prompt_mask, packing.segments, _compute_dtype(body, device))
         hidden = body(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=None if packed_embeds is not None else packing.ids,
+            inputs_embeds=packed_embeds,
+            attention_mask=mask,
+            position_ids=packing.positions,
+            past_key_values=out.past_key_values,
+            use_cache=True,
         ).last_hidden_state  # (B, Q, H): packed position j predicts packed token j + 1 of its candidate
-        del cache
+    return out.last_hidden_state, hidden
+
+
+@torch.no_grad()
+def _fill_prefix(model, store: PrefixStore, keys, prompts, continuations, pad_id, device) -> None:
+    """Computes and stores the states entering block ``store.start`` for rows not in the store."""
+    missing = [i for i, key in enumerate(keys) if key not in store.states]
+    if not missing:
+        return
+    prompt_ids, prompt_mask = left_pad([prompts[i] for i in missing], pad_id)
+    packing = _to_device(
+        _pack([prompts[i] for i in missing], [continuations[i] for i in missing], pad_id), device
+    )
+    with block_range(model, 0, store.start):
+        prompt_h, packed_h = _two_forwards(
+            model, prompt_ids.to(device), prompt_mask.to(device), packing, device
+        )
+    for j, i in enumerate(missing):
+        q = sum(len(c) for c in continuations[i])
+        store.states[keys[i]] = (prompt_h[j, prompt_h.shape[1] - len(prompts[i]) :], packed_h[j, :q])
+
+
+def packed_scores(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+    prefix: PrefixStore | None = None,
+) -> PackedScores:
+    """Runs the two shared-cache forwards (differentiable when autograd is on), on the model's device.
+
+    With a ``prefix`` store whose ``start`` is k > 0, the forwards run blocks k..L-1 from the stored
+    states entering block k (computing and storing any that are missing, without autograd)."""
+    device = next(model.parameters()).device
+    # 1. The prompts, left padded: their cache and the hidden state of their last position.
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)  # (B, P)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    # 2. Each row's candidates packed one after another, right padded to Q.
+    packing = _to_device(_pack(prompts, continuations, pad_id), device)
+    if prefix is not None and prefix.start > 0:
+        keys = [state_key(p, c) for p, c in zip(prompts, continuations, strict=True)]
+        _fill_prefix(model, prefix, keys, prompts, continuations, pad_id, device)
+        states = [prefix.states[key] for key in keys]
+        prompt_embeds = pad_states([s[0] for s in states], prompt_ids.shape[1], left=True)
+        packed_embeds = pad_states([s[1] for s in states], packing.ids.shape[1], left=False)
+        with block_range(model, prefix.start):
+            prompt_h, hidden = _two_forwards(
+                model, prompt_ids, prompt_mask, packing, device, prompt_embeds, packed_embeds
+            )
+    else:
+        prompt_h, hidden = _two_forwards(model, prompt_ids, prompt_mask, packing, device)
+    ids, segments = packing.ids, packing.segments
+    with autocast_context(model):
         # 3. A candidate's first token comes from the prompt's last hidden state, the rest from the
         #    previous packed position (chunked head: no (B, Q, V) log-softmax copy).
-        first = first_token_log_probs(model, last_hidden, first_ids.to(device))  # (B, K_max)
+        first = first_token_log_probs(model, prompt_h[:, -1], packing.first_ids.to(device))  # (B, K_max)
         next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, Q); the wrapped column is unused
         rest, _ = gather_log_probs(model, hidden, next_ids)
     next_segments = torch.cat([segments[:, 1:], torch.full_like(segments[:, :1], -1)], dim=1)
     follows = (segments >= 0) & (next_segments == segments)
-    return PackedScores(first, rest, segments, follows, lengths.to(device), starts)
+    return PackedScores(first, rest, segments, follows, packing.lengths.to(device), packing.starts)
 
 
 class ChoicePolicy:
@@ -227,6 +315,8 @@ class ChoicePolicy:
         self.micro_batch_size = micro_batch_size
         self.template = template
         self.score_mode = score
+        # Set by the trainer during a training rollout: scoring then keeps the frozen-prefix states.
+        self.prefix_store: PrefixStore | None = None
 
     # HFPolicy.encode reads only ``self.tokenizer``: both policies build prompts the same way.
     encode = HFPolicy.encode
@@ -304,20 +394,39 @@ class ChoicePolicy:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
         return [order[s : s + self.micro_batch_size] for s in range(0, len(order), self.micro_batch_size)]
 
+    def _score_distinct(
+        self, prompts, continuations
+    ) -> tuple[list[int], list[tuple[list[int], PackedScores]]]:
+        """Scores each distinct state once (a group's copies share their first prompts), in
+        micro-batches. Returns each row's index among the distinct states and, per micro-batch,
+        (distinct-state indices, their ``PackedScores``)."""
+        unique, inverse = distinct([state_key(p, c) for p, c in zip(prompts, continuations, strict=True)])
+        u_prompts = [prompts[i] for i in unique]
+        u_conts = [continuations[i] for i in unique]
+        batches = []
+        for chunk in self._micro_batches(u_prompts):
+            chunk_prompts, chunk_conts = [u_prompts[i] for i in chunk], [u_conts[i] for i in chunk]
+            batches.append(
+                (
+                    chunk,
+                    packed_scores(self.model, chunk_prompts, chunk_conts, self._pad_id, self.prefix_store),
+                )
+            )
+        return inverse, batches
+
     @torch.no_grad()
     def candidate_scores(
         self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]]
     ) -> list[torch.Tensor]:
-        """Each prompt's (K_i,) float32 CPU candidate scores (``score`` mode), in micro-batches."""
-        results: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
-        for chunk in self._micro_batches(prompts):
-            packed = packed_scores(
-                self.model, [prompts[i] for i in chunk], [continuations[i] for i in chunk], self._pad_id
-            )
+        """Each prompt's (K_i,) float32 CPU candidate scores (``score`` mode), in micro-batches; each
+        distinct (prompt, candidates) state is scored once."""
+        inverse, batches = self._score_distinct(prompts, continuations)
+        scored: dict[int, torch.Tensor] = {}
+        for chunk, packed in batches:
             scores = packed.candidate_scores(self.score_mode).float().cpu()
-            for j, i in enumerate(chunk):
-                results[i] = scores[j, : len(continuations[i])]
-        return results
+            for j, u in enumerate(chunk):
+                scored[u] = scores[j, : int((packed.lengths[j] > 0).sum())]
+        return [scored[u] for u in inverse]
 
     @torch.no_grad()
     def score(
@@ -328,16 +437,13 @@ class ChoicePolicy:
         Returns:
             ``out[i][k]``: (R_ik,) float32 CPU log-probs of continuation k of prompt i.
         """
-        results: list[list[torch.Tensor]] = [[] for _ in prompts]
-        for chunk in self._micro_batches(prompts):
-            packed = packed_scores(
-                self.model, [prompts[i] for i in chunk], [continuations[i] for i in chunk], self._pad_id
-            )
-            for j, i in enumerate(chunk):
-                results[i] = [
-                    packed.token_log_probs(j, k).float().cpu() for k in range(len(continuations[i]))
-                ]
-        return results
+        inverse, batches = self._score_distinct(prompts, continuations)
+        scored: dict[int, list[torch.Tensor]] = {}
+        for chunk, packed in batches:
+            for j, u in enumerate(chunk):
+                k_count = int((packed.lengths[j] > 0).sum())
+                scored[u] = [packed.token_log_probs(j, k).float().cpu() for k in range(k_count)]
+        return [scored[u] for u in inverse]
 
     def log_probs(
         self,
@@ -348,9 +454,11 @@ class ChoicePolicy:
         candidates: Sequence[Sequence[Sequence[int]]] | None = None,
         chosen: Sequence[int] | None = None,
         with_entropy: bool = False,
+        prefix: PrefixStore | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The update's log pi(a|s) = s_a/T - logsumexp_k(s_k/T) of the chosen actions, re-scoring
-        every candidate with the packed forward (differentiable when autograd is on).
+        every candidate with the packed forward (differentiable when autograd is on). Rows in the
+        same state share one forward; ``prefix`` starts it at the lowest trainable block.
 
         Returns:
             log-probs (B, 1), mask (B, 1), and the candidate distribution's entropy (B, 1) or None.
@@ -359,9 +467,13 @@ class ChoicePolicy:
             raise ValueError("choose-mode rows need their candidates and chosen indices")
         if temperature <= 0:
             raise ValueError(f"the update needs a sampling temperature > 0, got {temperature}")
-        packed = packed_scores(self.model, [list(map(int, p)) for p in prompts], candidates, self._pad_id)
-        logits = packed.candidate_scores(self.score_mode).float() / temperature  # (B, K_max)
-        log_pi = torch.log_softmax(logits, dim=-1)  # -inf slots get probability 0
+        rows = [list(map(int, p)) for p in prompts]
+        unique, inverse = distinct([state_key(p, c) for p, c in zip(rows, candidates, strict=True)])
+        packed = packed_scores(
+            self.model, [rows[i] for i in unique], [candidates[i] for i in unique], self._pad_id, prefix
+        )
+        logits = packed.candidate_scores(self.score_mode).float() / temperature  # (U, K_max)
+        log_pi = torch.log_softmax(logits, dim=-1)[inverse]  # (B, K_max); -inf slots get probability 0
         index = torch.as_tensor(list(chosen), dtype=torch.long, device=logits.device)
         picked = log_pi.gather(-1, index[:, None])  # (B, 1)
         entropy = None

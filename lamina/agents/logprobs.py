@@ -132,15 +132,21 @@ def pack_rows(prompts: Sequence[torch.Tensor], responses: Sequence[torch.Tensor]
 
 
 def response_log_probs(
-    model: PreTrainedModel, rows: PackedRows, temperature: float = 1.0, with_entropy: bool = False
+    model: PreTrainedModel,
+    rows: PackedRows,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (B, R) of the response tokens under ``model`` (logits divided by ``temperature``),
-    and the per-token entropy (B, R) when asked, on the model's device."""
+    and the per-token entropy (B, R) when asked, on the model's device. ``inputs_embeds`` (B, P + R,
+    H) replaces the token ids as the first running block's input (see ``lamina.agents.prefix``)."""
     r = rows.response_ids.shape[1]
     device = next(model.parameters()).device
     with autocast_context(model):
         hidden = decoder(model)(
-            input_ids=rows.input_ids.to(device),
+            input_ids=rows.input_ids.to(device) if inputs_embeds is None else None,
+            inputs_embeds=inputs_embeds,
             attention_mask=rows.attention_mask.to(device),
             position_ids=rows.position_ids.to(device),
             use_cache=False,

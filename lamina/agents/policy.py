@@ -17,8 +17,9 @@ from transformers import (
     StopStringCriteria,
 )
 
-from lamina.agents.logprobs import autocast_context, pack_rows, response_log_probs
+from lamina.agents.logprobs import PackedRows, autocast_context, decoder, pack_rows, response_log_probs
 from lamina.agents.models import stop_token_ids
+from lamina.agents.prefix import PrefixStore, block_range
 
 
 @dataclass
@@ -169,15 +170,47 @@ class HFPolicy:
         candidates=None,
         chosen=None,
         with_entropy: bool = False,
+        prefix: PrefixStore | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The update's token log-probs of the responses at temperature T (differentiable).
+        """The update's token log-probs of the responses at temperature T (differentiable);
+        ``prefix`` starts the forward at the lowest trainable block.
 
         Returns:
             log-probs (B, R), response mask (B, R), entropy (B, R) or None; on the model's device.
         """
         rows = pack_rows(prompts, responses, self.tokenizer.pad_token_id)
-        log_probs, entropy = response_log_probs(self.model, rows, temperature, with_entropy)
+        if prefix is None or prefix.start == 0:
+            log_probs, entropy = response_log_probs(self.model, rows, temperature, with_entropy)
+        else:
+            embeds = self._prefix_states(prefix, rows, prompts, responses)
+            with block_range(self.model, prefix.start):
+                log_probs, entropy = response_log_probs(self.model, rows, temperature, with_entropy, embeds)
         return log_probs, rows.response_mask.to(log_probs.device), entropy
+
+    @torch.no_grad()
+    def _prefix_states(self, prefix: PrefixStore, rows: PackedRows, prompts, responses) -> torch.Tensor:
+        """(B, P + R, H) states entering block ``prefix.start``, laid out as ``rows``; rows not in
+        the store are computed once (blocks below the start) and stored."""
+        device = next(self.model.parameters()).device
+        p = rows.input_ids.shape[1] - rows.response_ids.shape[1]
+        spans = [(p - len(x), p + len(y)) for x, y in zip(prompts, responses, strict=True)]
+        keys = [(tuple(map(int, x)), tuple(map(int, y))) for x, y in zip(prompts, responses, strict=True)]
+        missing = [i for i, key in enumerate(keys) if key not in prefix.states]
+        if missing:
+            with block_range(self.model, 0, prefix.start), autocast_context(self.model):
+                hidden = decoder(self.model)(
+                    input_ids=rows.input_ids[missing].to(device),
+                    attention_mask=rows.attention_mask[missing].to(device),
+                    position_ids=rows.position_ids[missing].to(device),
+                    use_cache=False,
+                ).last_hidden_state
+            for j, i in enumerate(missing):
+                prefix.states[keys[i]] = (hidden[j, spans[i][0] : spans[i][1]], None)
+        first = prefix.states[keys[0]][0]
+        out = first.new_zeros((len(keys), rows.input_ids.shape[1], first.shape[-1]))
+        for i, key in enumerate(keys):
+            out[i, spans[i][0] : spans[i][1]] = prefix.states[key][0]
+        return out
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], temperature: float = 1.0) -> list[Generation]:

@@ -5,6 +5,7 @@ lamina train env=textworld algorithm=grpo layers=[15] trainer.iterations=10
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lamina.agents.choose import SCORE_MODES, ChoicePolicy
 from lamina.agents.models import load_model, model_num_blocks, resolve_device, resolve_dtype
 from lamina.agents.policy import HFPolicy
+from lamina.agents.prefix import PrefixStore, prefix_start
 from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs import resolve_env_id
 from lamina.envs.runner import EnvGroupRunner
@@ -190,6 +192,7 @@ class Learner:
     reference: ReferenceWeights | None
     shuffle: torch.Generator  # mini-batch order
     skipped_in_a_row: int = 0  # consecutive optimizer steps skipped for a non-finite loss/gradient
+    prefix: PrefixStore | None = None  # states entering the lowest trainable block, per iteration
 
 
 def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
@@ -213,7 +216,9 @@ def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
     optimizer = torch.optim.AdamW(groups, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     reference = ReferenceWeights(trainable) if cfg.algorithm.loss.kl_coef > 0 and trainable else None
     shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
-    return Learner(model, tokenizer, blocks, names, trainable, optimizer, reference, shuffle)
+    start = prefix_start(model, names) if cfg.trainer.update.frozen_prefix else 0
+    prefix = PrefixStore(start) if start > 0 else None
+    return Learner(model, tokenizer, blocks, names, trainable, optimizer, reference, shuffle, prefix=prefix)
 
 
 def optimizer_settings(cfg: RunConfig) -> dict:
@@ -300,6 +305,20 @@ def truncate_metrics(path: Path, last_iteration: int) -> None:
     staging.replace(path)
 
 
+@contextlib.contextmanager
+def capturing_prefix(policy: Policy, store: PrefixStore | None):
+    """While a training rollout scores actions, keep the frozen-prefix states it computes anyway
+    (choose mode); the update then starts at the lowest trainable block."""
+    if store is None or not hasattr(policy, "prefix_store"):
+        yield
+        return
+    policy.prefix_store = store
+    try:
+        yield
+    finally:
+        policy.prefix_store = None
+
+
 def run_iteration(
     cfg: RunConfig,
     iteration: int,
@@ -311,17 +330,18 @@ def run_iteration(
     """One rollout -> advantages -> update cycle; returns its metrics record."""
     t0 = time.perf_counter()
     learner.model.eval()
-    batch = collect_rollouts(
-        policy,
-        runner,
-        task_seeds(cfg, iteration),
-        cfg.rollout.group_size,
-        max_steps=cfg.env.max_steps,
-        prompt_cfg=cfg.agent,
-        temperature=cfg.rollout.temperature,
-        invalid_penalty=cfg.rollout.invalid_penalty,
-        on_step=progress.on_rollout_step,
-    )
+    with capturing_prefix(policy, learner.prefix):
+        batch = collect_rollouts(
+            policy,
+            runner,
+            task_seeds(cfg, iteration),
+            cfg.rollout.group_size,
+            max_steps=cfg.env.max_steps,
+            prompt_cfg=cfg.agent,
+            temperature=cfg.rollout.temperature,
+            invalid_penalty=cfg.rollout.invalid_penalty,
+            on_step=progress.on_rollout_step,
+        )
     t1 = time.perf_counter()
     advantages = compute_advantages(cfg, batch)
     update = {}
@@ -340,8 +360,11 @@ def run_iteration(
             learner.reference,
             learner.shuffle,
             on_micro_batch=progress.on_update_step,
+            prefix=learner.prefix,
         )
         check_skipped_steps(cfg, learner, update, iteration)
+    if learner.prefix is not None:
+        learner.prefix.clear()  # the update changed the blocks above it, not the states below
     return {
         "iteration": iteration,
         "success_rate": batch.success_rate,

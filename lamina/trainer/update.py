@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lamina.agents.choose import state_key
 from lamina.agents.logprobs import PackedRows, pack_rows, response_log_probs  # noqa: F401  (re-exported)
+from lamina.agents.prefix import PrefixStore
 from lamina.algorithms.losses import LossConfig, policy_loss, verl_actor_config
 from lamina.trainer.layers import ReferenceWeights
 from lamina.trainer.rollout import Policy, RolloutBatch
@@ -26,8 +28,9 @@ class UpdateConfig:
 
     ppo_epochs: int = 1
     mini_batch_size: int | None = None  # rows per optimizer step; None = the whole batch
-    micro_batch_size: int = 8  # rows per forward/backward
+    micro_batch_size: int = 8  # distinct states per forward/backward (a group's copies often share one)
     max_grad_norm: float = 1.0
+    frozen_prefix: bool = True  # start forwards at the lowest trainable block (lamina.agents.prefix)
 
 
 def _pad_right(tensors: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
@@ -38,7 +41,12 @@ def _pad_right(tensors: Sequence[torch.Tensor], width: int, device: torch.device
 
 
 def _row_log_probs(
-    policy: Policy, batch: RolloutBatch, rows: Sequence[int], temperature: float, entropy=False
+    policy: Policy,
+    batch: RolloutBatch,
+    rows: Sequence[int],
+    temperature: float,
+    entropy=False,
+    prefix: PrefixStore | None = None,
 ):
     return policy.log_probs(
         [batch.prompt_ids[i] for i in rows],
@@ -47,7 +55,23 @@ def _row_log_probs(
         candidates=[batch.candidates[i] for i in rows] if batch.candidates is not None else None,
         chosen=[int(batch.chosen[i]) for i in rows] if batch.chosen is not None else None,
         with_entropy=entropy,
+        prefix=prefix,
     )
+
+
+def micro_batches(batch: RolloutBatch, rows: Sequence[int], size: int) -> list[list[int]]:
+    """``rows`` in micro-batches of at most ``size`` distinct states. In choose mode the rows of one
+    state (a group's copies at a shared anchor, whatever each chose) are kept together, so the
+    policy scores that state once; in generate mode every row is its own state."""
+    if batch.candidates is None:
+        groups = [[i] for i in rows]
+    else:
+        by_state: dict = {}
+        for i in rows:
+            key = state_key(batch.prompt_ids[i].tolist(), batch.candidates[i])
+            by_state.setdefault(key, []).append(i)
+        groups = list(by_state.values())
+    return [sum(groups[s : s + size], []) for s in range(0, len(groups), size)]
 
 
 @torch.no_grad()
@@ -57,16 +81,17 @@ def reference_log_probs(
     batch: RolloutBatch,
     temperature: float,
     micro_batch_size: int,
+    prefix: PrefixStore | None = None,
 ) -> list[torch.Tensor]:
     """Per-row (L_i,) log-probs under the reference weights, computed once per batch (the reference
     does not change across PPO epochs and mini-batches)."""
-    out: list[torch.Tensor] = []
+    out: list[torch.Tensor | None] = [None] * len(batch)
     with reference.swapped_in():
-        for start in range(0, len(batch), micro_batch_size):
-            chunk = list(range(start, min(start + micro_batch_size, len(batch))))
-            log_probs, _, _ = _row_log_probs(policy, batch, chunk, temperature)
-            out.extend(log_probs[j, : len(batch.old_log_probs[i])].float().cpu() for j, i in enumerate(chunk))
-    return out
+        for chunk in micro_batches(batch, range(len(batch)), micro_batch_size):
+            log_probs, _, _ = _row_log_probs(policy, batch, chunk, temperature, prefix=prefix)
+            for j, i in enumerate(chunk):
+                out[i] = log_probs[j, : len(batch.old_log_probs[i])].float().cpu()
+    return out  # type: ignore[return-value]
 
 
 def ppo_update(
@@ -82,6 +107,7 @@ def ppo_update(
     reference: ReferenceWeights | None = None,
     generator: torch.Generator | None = None,
     on_micro_batch: Callable[[int, int], None] | None = None,
+    prefix: PrefixStore | None = None,
 ) -> dict[str, float]:
     """PPO epochs over mini-batches of rows; each row's scalar advantage goes to all its units.
 
@@ -93,6 +119,8 @@ def ppo_update(
         loss_scale_factor: the constant of ``seq-mean-token-sum-norm`` (the max response length).
         temperature: the sampling temperature the old log-probs were recorded at (> 0).
         on_micro_batch: called as ``(done, total)`` after every forward/backward.
+        prefix: the states entering the lowest trainable block (``lamina.agents.prefix``): every
+            forward, the reference's included, starts there.
     Returns:
         averaged metrics: ``loss``, ``pg_loss``, ``pg_clipfrac``, ``ppo_kl``, ``kl``, ``grad_norm``,
         and ``skipped_steps`` / ``optimizer_steps`` (sums).
@@ -106,26 +134,30 @@ def ppo_update(
     skipped = steps = 0
     ref_rows = None
     if reference is not None and loss_cfg.kl_coef > 0:
-        ref_rows = reference_log_probs(policy, reference, batch, temperature, update_cfg.micro_batch_size)
-    micro_size = update_cfg.micro_batch_size
-    micro_total = update_cfg.ppo_epochs * sum(-(-min(mini, n - s) // micro_size) for s in range(0, n, mini))
-    micro_done = 0
+        ref_rows = reference_log_probs(
+            policy, reference, batch, temperature, update_cfg.micro_batch_size, prefix
+        )
+    epochs = []
     for _ in range(update_cfg.ppo_epochs):
         order = (
             torch.randperm(n, generator=generator).tolist()
             if update_cfg.ppo_epochs > 1 or mini < n
             else list(range(n))
         )
-        for start in range(0, n, mini):
-            idx = order[start : start + mini]
+        epochs.append([order[s : s + mini] for s in range(0, n, mini)])
+    micro_total = sum(
+        len(micro_batches(batch, idx, update_cfg.micro_batch_size)) for minis in epochs for idx in minis
+    )
+    micro_done = 0
+    for minis in epochs:
+        for idx in minis:
             num_units = sum(len(batch.old_log_probs[i]) for i in idx)
             actor = verl_actor_config(loss_cfg, num_units, len(idx), loss_scale_factor)
             optimizer.zero_grad(set_to_none=True)
             step_metrics: dict[str, float] = {}
-            for m_start in range(0, len(idx), update_cfg.micro_batch_size):
-                micro = idx[m_start : m_start + update_cfg.micro_batch_size]
+            for micro in micro_batches(batch, idx, update_cfg.micro_batch_size):
                 log_probs, mask, entropy = _row_log_probs(
-                    policy, batch, micro, temperature, loss_cfg.entropy_coef > 0
+                    policy, batch, micro, temperature, loss_cfg.entropy_coef > 0, prefix
                 )
                 width = log_probs.shape[1]
                 old = _pad_right([batch.old_log_probs[i] for i in micro], width, device)
