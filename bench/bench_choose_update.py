@@ -1,7 +1,7 @@
 """What the exact choose-mode update costs against the old chosen-continuation one.
 
-    python bench/bench_choose_update.py                 # SmolLM2-135M fp32, 8 rows x ~400 tokens x 6
-    python bench/bench_choose_update.py --candidates 6 20 --layers [15] all
+    python -m bench.bench_choose_update                 # SmolLM2-135M fp32, 8 rows x ~400 tokens x 6
+    python -m bench.bench_choose_update --candidates 6 20 --layers [15] all
 
 Both sides run one PPO step (verl's loss, AdamW) on the same rows in the same process, alternating
 rounds so that other load slows both alike:
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 import torch
-from bench_choose import make_prompts
 
+from bench.bench_choose import make_prompts
 from lamina.agents.choose import ChoicePolicy
 from lamina.agents.models import ModelConfig, load_model
 from lamina.agents.policy import HFPolicy

@@ -1,8 +1,8 @@
 """Steps/s of every environment: raw engine vs lamina wrapper vs ``EnvGroupRunner`` worker processes.
 
-    python bench/bench_envs.py                               # all envs, ~2 minutes on 2 cores
-    python bench/bench_envs.py --envs sokoban,frozenlake --steps 5000
-    python bench/bench_envs.py --envs alfworld --alfworld-steps 200 --groups 4 --runner-workers 4
+    python -m bench.bench_envs                               # all envs, ~2 minutes on 2 cores
+    python -m bench.bench_envs --envs sokoban,frozenlake --steps 5000
+    python -m bench.bench_envs --envs alfworld --alfworld-steps 200 --groups 4 --runner-workers 4
 
 Columns, all measured in one run with random admissible actions from a fixed seed:
 - ``raw``: the engine without lamina, where there is one. TextWorld: ``textworld.start`` on the same
@@ -79,7 +79,7 @@ class RawALFWorld:
     """alfworld's engine, as ``bench/bench_alfworld.py`` builds it, on the wrapper's game."""
 
     def __init__(self) -> None:
-        from bench_alfworld import RawEngine
+        from bench.bench_alfworld import RawEngine
 
         self.raw = RawEngine()
 
@@ -229,7 +229,7 @@ def env_specs(args: argparse.Namespace) -> dict[str, EnvSpec]:
         "frozenlake": EnvSpec("frozenlake", {}, args.steps, raw=RawFrozenLake),
     }
     if "alfworld" in args.envs:
-        from bench_alfworld import default_data_path
+        from bench.bench_alfworld import default_data_path
 
         data_path = args.alfworld_data or default_data_path()
         games = [str(g) for g in quickest_alfworld_games(data_path, ALFWORLD_GAMES)]
@@ -241,6 +241,30 @@ def env_specs(args: argparse.Namespace) -> dict[str, EnvSpec]:
             options=lambda k: {"game": games[k % len(games)]},
         )
     return {name: spec for name, spec in specs.items() if name in args.envs and spec is not None}
+
+
+def rows(quick: bool) -> list:
+    """``lamina bench`` rows: each engine with a raw counterpart, wrapper steps/s vs raw steps/s."""
+    from bench.common import Row
+
+    envs = ["frozenlake"] if quick else ["textworld", "alfworld", "frozenlake"]
+    args = argparse.Namespace(
+        envs=envs, steps=300 if quick else 3000, textworld_steps=1000, alfworld_steps=128, alfworld_data=None
+    )
+    out = []
+    for name, spec in env_specs(args).items():
+        raw_rate, env_rate = bench_single(spec, 0)
+        out.append(
+            Row(
+                f"{name}: steps/s, lamina's wrapper vs the raw engine (same actions, lockstep)",
+                f"raw {raw_rate:,.0f}/s",
+                f"{env_rate:,.0f}/s",
+                env_rate / raw_rate,
+                ">= 0.9x (rate)",
+                env_rate / raw_rate >= 0.9,
+            )
+        )
+    return out
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:

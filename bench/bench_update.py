@@ -1,68 +1,108 @@
-"""One update step per layer selection, against training all blocks in the same run.
+"""The update phase (KL reference log-probs and the PPO epoch) with one block vs all blocks.
 
-    python bench/bench_update.py [--model smollm2-135m] [--batch 8] [--tokens 256] [--repeats 2]
+    python -m bench.bench_update [--quick]
 
-One PPO step (verl's clipped loss, AdamW) on a batch of ``--batch`` rows of ``--tokens`` tokens
-(half prompt, half response), SmolLM2-135M in fp32 on the CPU. Prints a markdown table: seconds
-per step (best of ``--repeats``), ratio to all blocks, trainable parameters.
+The batch is one rollout of the default job (untrained SmolLM2-135M, 2 TextWorld tasks x 4 copies,
+choose mode), the same for every arm. Each arm runs in a fresh process (peak RSS per arm); its time
+is the best of two updates from the same starting weights. The one-block arm's frozen-prefix states
+come from the rollout in training (its scoring forward keeps them): here the batch's states are
+scored once before the clock starts, as the rollout would have.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from lamina.agents.models import ModelConfig, load_model
-from lamina.algorithms.losses import LossConfig
-from lamina.trainer.layers import apply_layer_selection, find_blocks, parse_layers, trainable_parameter_names
-from lamina.trainer.update import UpdateConfig, ppo_update
+from bench.common import Row, gib, in_fresh_process
+from bench.workload import ONE_BLOCK, build, config, load_batch, rollout_batch
+from lamina.trainer.train import compute_advantages, ppo_update
+
+REPEATS = 2
 
 
-def time_update(model, spec, rows, repeats: int) -> tuple[float, int]:
-    model = copy.deepcopy(model)
-    _, blocks = find_blocks(model)
-    names = trainable_parameter_names(model, parse_layers(spec, len(blocks)))
-    trainable = apply_layer_selection(model, names)
-    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
-    prompts, responses, old, advantages = rows
+def time_update(quick: bool, batch_path: str, layers: str, optimized: bool) -> float:
+    cfg = config(quick, f"layers={layers}")
+    learner, policy = build(cfg, optimized)
+    batch = load_batch(Path(batch_path))
+    advantages = compute_advantages(cfg, batch)
+    start_weights = [p.detach().clone() for p in learner.trainable]
+    start_optimizer = copy.deepcopy(learner.optimizer.state_dict())
     best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ppo_update(model, optimizer, trainable, prompts, responses, old, advantages, LossConfig(),
-                   UpdateConfig(micro_batch_size=len(prompts)), 0, responses[0].numel())
-        best = min(best, time.perf_counter() - start)
-    return best, sum(p.numel() for p in trainable)
+    for _ in range(REPEATS):
+        if learner.prefix is not None and batch.candidates is not None:
+            with torch.no_grad():  # the rollout's scoring fills the store in training
+                policy.prefix_store = learner.prefix
+                policy.candidate_scores([p.tolist() for p in batch.prompt_ids], batch.candidates)
+                policy.prefix_store = None
+        begin = time.perf_counter()
+        ppo_update(
+            policy,
+            learner.optimizer,
+            learner.trainable,
+            batch,
+            advantages,
+            cfg.algorithm.loss,
+            cfg.trainer.update,
+            cfg.algorithm.loss.loss_scale_factor or policy.max_response_units,
+            cfg.rollout.temperature,
+            learner.reference,
+            learner.shuffle,
+            prefix=learner.prefix,
+        )
+        best = min(best, time.perf_counter() - begin)
+        if learner.prefix is not None:
+            learner.prefix.clear()
+        with torch.no_grad():
+            for p, w in zip(learner.trainable, start_weights, strict=True):
+                p.copy_(w)
+        learner.optimizer.load_state_dict(start_optimizer)
+    return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--layers", nargs="+", default=["all", "[15]", "[0]", "[29]", "middle:3"])
-    args = parser.parse_args()
-    model, _ = load_model(ModelConfig(name=args.model))
-    gen = torch.Generator().manual_seed(0)
-    half = args.tokens // 2
-    rows = (
-        [torch.randint(10, 40000, (half,), generator=gen) for _ in range(args.batch)],
-        [torch.randint(10, 40000, (half,), generator=gen) for _ in range(args.batch)],
-        [torch.full((half,), -2.0) for _ in range(args.batch)],
-        np.linspace(-1, 1, args.batch),
-    )
-    results = {spec: time_update(model, spec, rows, args.repeats) for spec in args.layers}
-    base = results[args.layers[0]][0]
-    header = f"s / update ({args.batch} x {args.tokens} tokens)"
-    print(f"| layers | {header} | vs {args.layers[0]} | trainable params |")
-    print("| --- | ---: | ---: | ---: |")
-    for spec, (seconds, params) in results.items():
-        print(f"| `{spec}` | {seconds:.2f} | {seconds / base:.2f}x | {params / 1e6:.1f} M |")
+def rows(quick: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        batch_path = str(rollout_batch(quick, Path(tmp) / "batch.pkl"))
+        n = len(load_batch(Path(batch_path)))
+        one = ONE_BLOCK[quick]
+        all_s, all_mem = in_fresh_process(time_update, quick, batch_path, "all", True)
+        one_s, one_mem = in_fresh_process(time_update, quick, batch_path, one, True)
+        plain_s, plain_mem = in_fresh_process(time_update, quick, batch_path, one, False)
+    what = f"update phase ({n} rows, reference + 1 epoch)"
+    return [
+        Row(
+            f"{what}: time, block {one} alone vs all blocks",
+            f"all: {all_s:.1f} s",
+            f"{one}: {one_s:.1f} s",
+            one_s / all_s,
+            "<= 0.25x",
+            one_s / all_s <= 0.25,
+        ),
+        Row(
+            f"{what}: peak RSS, block {one} alone vs all blocks",
+            f"all: {gib(all_mem)}",
+            f"{one}: {gib(one_mem)}",
+            one_mem / all_mem,
+            "<= 0.5x",
+            one_mem / all_mem <= 0.5,
+        ),
+        Row(
+            f"{what}: block {one} alone, frozen prefix + shared states vs plain",
+            f"plain: {plain_s:.1f} s, {gib(plain_mem)}",
+            f"{one_s:.1f} s, {gib(one_mem)}",
+            one_s / plain_s,
+            "(context)",
+        ),
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    for row in rows(parser.parse_args().quick):
+        print(" | ".join(row.cells()))

@@ -21,11 +21,10 @@ commands:
   weights   weight change per block      lamina weights runs/sweep/full-seed0 [out=DIR]
   play      play an environment yourself lamina play env=sokoban [seed=N] [env.kwargs.KEY=VALUE]
   envs      list registered environments
-  bench     the benchmark table          (not yet)
+  bench     the benchmark table          lamina bench [--quick] [only=update,rollout] [out=FILE]
   export    a run as an HF model folder  lamina export checkpoint=runs/default out=exported/default
   sft       supervised warm start        lamina sft env=alfworld agent.mode=generate sft.episodes=32
 """
-NOT_YET = ("bench",)
 
 
 class UsageError(Exception):
@@ -245,7 +244,18 @@ def cmd_weights(overrides: Sequence[str]) -> int:
     return 0
 
 
+def cmd_bench(overrides: Sequence[str]) -> int:
+    from lamina.benchmark import run_bench
+
+    try:
+        print(run_bench(overrides))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
 COMMANDS = {
+    "bench": cmd_bench,
     "train": cmd_train,
     "eval": cmd_eval,
     "envs": cmd_envs,
@@ -300,12 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, overrides = args[0], args[1:]
     try:
-        if command in NOT_YET:
-            raise UsageError(
-                f"'lamina {command}' is not implemented yet; available now: {', '.join(COMMANDS)}"
-            )
         if command not in COMMANDS:
-            raise UsageError(f"unknown command {command!r}; valid: {', '.join([*COMMANDS, *NOT_YET])}")
+            raise UsageError(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}")
         if any(arg in ("-h", "--help") for arg in overrides):
             print(command_help(command))
             return 0

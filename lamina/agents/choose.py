@@ -317,6 +317,8 @@ class ChoicePolicy:
         self.score_mode = score
         # Set by the trainer during a training rollout: scoring then keeps the frozen-prefix states.
         self.prefix_store: PrefixStore | None = None
+        # One forward per distinct (prompt, candidates) state; off only to time the plain path.
+        self.share_states = True
 
     # HFPolicy.encode reads only ``self.tokenizer``: both policies build prompts the same way.
     encode = HFPolicy.encode
@@ -394,13 +396,18 @@ class ChoicePolicy:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
         return [order[s : s + self.micro_batch_size] for s in range(0, len(order), self.micro_batch_size)]
 
+    def _distinct(self, prompts, continuations) -> tuple[list[int], list[int]]:
+        if not self.share_states:
+            return list(range(len(prompts))), list(range(len(prompts)))
+        return distinct([state_key(p, c) for p, c in zip(prompts, continuations, strict=True)])
+
     def _score_distinct(
         self, prompts, continuations
     ) -> tuple[list[int], list[tuple[list[int], PackedScores]]]:
         """Scores each distinct state once (a group's copies share their first prompts), in
         micro-batches. Returns each row's index among the distinct states and, per micro-batch,
         (distinct-state indices, their ``PackedScores``)."""
-        unique, inverse = distinct([state_key(p, c) for p, c in zip(prompts, continuations, strict=True)])
+        unique, inverse = self._distinct(prompts, continuations)
         u_prompts = [prompts[i] for i in unique]
         u_conts = [continuations[i] for i in unique]
         batches = []
@@ -468,7 +475,7 @@ class ChoicePolicy:
         if temperature <= 0:
             raise ValueError(f"the update needs a sampling temperature > 0, got {temperature}")
         rows = [list(map(int, p)) for p in prompts]
-        unique, inverse = distinct([state_key(p, c) for p, c in zip(rows, candidates, strict=True)])
+        unique, inverse = self._distinct(rows, candidates)
         packed = packed_scores(
             self.model, [rows[i] for i in unique], [candidates[i] for i in unique], self._pad_id, prefix
         )

@@ -59,11 +59,13 @@ def _row_log_probs(
     )
 
 
-def micro_batches(batch: RolloutBatch, rows: Sequence[int], size: int) -> list[list[int]]:
+def micro_batches(
+    batch: RolloutBatch, rows: Sequence[int], size: int, by_state: bool = True
+) -> list[list[int]]:
     """``rows`` in micro-batches of at most ``size`` distinct states. In choose mode the rows of one
     state (a group's copies at a shared anchor, whatever each chose) are kept together, so the
-    policy scores that state once; in generate mode every row is its own state."""
-    if batch.candidates is None:
+    policy scores that state once; in generate mode (or ``by_state=False``) every row is its own."""
+    if batch.candidates is None or not by_state:
         groups = [[i] for i in rows]
     else:
         by_state: dict = {}
@@ -72,6 +74,10 @@ def micro_batches(batch: RolloutBatch, rows: Sequence[int], size: int) -> list[l
             by_state.setdefault(key, []).append(i)
         groups = list(by_state.values())
     return [sum(groups[s : s + size], []) for s in range(0, len(groups), size)]
+
+
+def _shares(policy: Policy) -> bool:
+    return getattr(policy, "share_states", False)
 
 
 @torch.no_grad()
@@ -87,7 +93,7 @@ def reference_log_probs(
     does not change across PPO epochs and mini-batches)."""
     out: list[torch.Tensor | None] = [None] * len(batch)
     with reference.swapped_in():
-        for chunk in micro_batches(batch, range(len(batch)), micro_batch_size):
+        for chunk in micro_batches(batch, range(len(batch)), micro_batch_size, _shares(policy)):
             log_probs, _, _ = _row_log_probs(policy, batch, chunk, temperature, prefix=prefix)
             for j, i in enumerate(chunk):
                 out[i] = log_probs[j, : len(batch.old_log_probs[i])].float().cpu()
@@ -145,9 +151,8 @@ def ppo_update(
             else list(range(n))
         )
         epochs.append([order[s : s + mini] for s in range(0, n, mini)])
-    micro_total = sum(
-        len(micro_batches(batch, idx, update_cfg.micro_batch_size)) for minis in epochs for idx in minis
-    )
+    size, by_state = update_cfg.micro_batch_size, _shares(policy)
+    micro_total = sum(len(micro_batches(batch, idx, size, by_state)) for minis in epochs for idx in minis)
     micro_done = 0
     for minis in epochs:
         for idx in minis:
@@ -155,7 +160,7 @@ def ppo_update(
             actor = verl_actor_config(loss_cfg, num_units, len(idx), loss_scale_factor)
             optimizer.zero_grad(set_to_none=True)
             step_metrics: dict[str, float] = {}
-            for micro in micro_batches(batch, idx, update_cfg.micro_batch_size):
+            for micro in micro_batches(batch, idx, size, by_state):
                 log_probs, mask, entropy = _row_log_probs(
                     policy, batch, micro, temperature, loss_cfg.entropy_coef > 0, prefix
                 )

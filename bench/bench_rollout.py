@@ -1,0 +1,85 @@
+"""The batched rollout vs one model call per episode: choose-mode decisions/s, generate-mode tokens/s.
+
+    python -m bench.bench_rollout [--quick]
+
+The prompts are the states of one default-job rollout (untrained SmolLM2-135M, 2 TextWorld tasks x
+4 copies). Batched: one call per lock-step, as the rollout makes it (all episodes' prompts of that
+step together; a group's copies in the same state are scored once). Baseline: one call per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Row, in_fresh_process
+from bench.workload import build, config, load_batch, rollout_batch
+
+
+def _by_step(batch) -> list[list[int]]:
+    return [list(np.flatnonzero(batch.step_ids == s)) for s in np.unique(batch.step_ids)]
+
+
+def choose_rates(quick: bool, batch_path: str) -> tuple[float, float]:
+    _, policy = build(config(quick, "layers=none"))
+    batch = load_batch(Path(batch_path))
+    prompts = [p.tolist() for p in batch.prompt_ids]
+    policy.candidate_scores(prompts[:1], batch.candidates[:1])  # warm-up
+    begin = time.perf_counter()
+    for step in _by_step(batch):
+        policy.candidate_scores([prompts[i] for i in step], [batch.candidates[i] for i in step])
+    batched = len(prompts) / (time.perf_counter() - begin)
+    begin = time.perf_counter()
+    for i in range(len(prompts)):
+        policy.candidate_scores([prompts[i]], [batch.candidates[i]])
+    return batched, len(prompts) / (time.perf_counter() - begin)
+
+
+def generate_rates(quick: bool, batch_path: str) -> tuple[float, float]:
+    _, policy = build(config(quick, "layers=none", "agent.mode=generate"))
+    batch = load_batch(Path(batch_path))
+    prompts = [p.tolist() for p in batch.prompt_ids]
+    rates = []
+    for calls in (_by_step(batch), [[i] for i in range(len(prompts))]):
+        tokens, begin = 0, time.perf_counter()
+        for call in calls:
+            tokens += sum(len(g.response_ids) for g in policy.generate([prompts[i] for i in call], 1.0))
+        rates.append(tokens / (time.perf_counter() - begin))
+    return rates[0], rates[1]
+
+
+def rows(quick: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(rollout_batch(quick, Path(tmp) / "batch.pkl"))
+        n = len(load_batch(Path(path)))
+        (c_batched, c_single), _ = in_fresh_process(choose_rates, quick, path)
+        (g_batched, g_single), _ = in_fresh_process(generate_rates, quick, path)
+    return [
+        Row(
+            f"choose mode: decisions/s over {n} rollout states, per lock-step vs per episode",
+            f"{c_single:.1f}/s",
+            f"{c_batched:.1f}/s",
+            c_batched / c_single,
+            "> 1x (rate)",
+            c_batched > c_single,
+        ),
+        Row(
+            f"generate mode: tokens/s over the same {n} prompts, per lock-step vs per episode",
+            f"{g_single:.0f}/s",
+            f"{g_batched:.0f}/s",
+            g_batched / g_single,
+            "> 1x (rate)",
+            g_batched > g_single,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    for row in rows(parser.parse_args().quick):
+        print(" | ".join(row.cells()))
