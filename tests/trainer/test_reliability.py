@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from lamina.cli import compose_config
 from lamina.trainer.checkpoint import latest_checkpoint
+from lamina.trainer.signals import GracefulStop
 from lamina.trainer.train import train
 
 RUN = [
@@ -87,6 +88,33 @@ def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path):
     assert "lamina: stopped: SIGTERM after iteration" in err and "trainer.resume=true" in err
     done = len(_metrics(run))
     assert 1 <= done < 50 and latest_checkpoint(run).name == f"iter_{done - 1:06d}"
+
+
+def test_second_signal_stops_at_once():
+    """The first SIGINT inside an iteration is a request; the second interrupts there and then."""
+    with GracefulStop() as stop:
+        with stop.iteration():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.requested == "SIGINT"
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler runs at the next bytecode; never reached
+
+
+def test_double_ctrl_c_exits_130_and_keeps_the_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli(run, 50), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while latest_checkpoint(run) is None:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
+    assert "SIGINT: finishing this iteration" in err and "stopped at once" in err
+    assert latest_checkpoint(run) is not None  # what was written stays good
 
 
 def _staging(run):
