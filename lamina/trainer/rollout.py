@@ -132,7 +132,8 @@ class Policy(Protocol):
 
     ``act`` samples; ``log_probs`` recomputes, differentiably, the log-probs ``act`` recorded
     (response tokens, or the chosen action among its candidates), (B, L) with a mask.
-    ``max_response_units`` is L at most (Dr. GRPO's loss constant).
+    ``max_response_units`` is L at most (Dr. GRPO's loss constant). ``prefix`` (a
+    ``lamina.agents.prefix.PrefixStore``) lets ``log_probs`` start at the lowest trainable block.
     """
 
     model: torch.nn.Module
@@ -153,6 +154,7 @@ class Policy(Protocol):
         candidates: Sequence[Sequence[Sequence[int]]] | None = None,
         chosen: Sequence[int] | None = None,
         with_entropy: bool = False,
+        prefix=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
 
