@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -11,12 +12,13 @@ import transformers
 from safetensors.torch import load_file
 
 from lamina.agents.logprobs import autocast_context, gather_log_probs
-from lamina.agents.models import ModelConfig, load_model
+from lamina.agents.models import ModelConfig, load_model, model_num_blocks
 from lamina.agents.policy import HFPolicy
 from lamina.algorithms.losses import LossConfig
 from lamina.cli import compose_config, main
 from lamina.errors import ConfigError, TrainingStopped
 from lamina.trainer import train as train_module
+from lamina.trainer.checkpoint import load_checkpoint, save_checkpoint
 from lamina.trainer.layers import apply_layer_selection, trainable_parameter_names
 from lamina.trainer.precision import keep_fp32_master_weights
 from lamina.trainer.rollout import single_step_batch
@@ -93,6 +95,54 @@ def test_checkpoint_state_loads_without_pickle(tmp_path):
     state = torch.load(ckpt / "optimizer.pt", weights_only=True)
     steps = {int(s["step"]) for s in state["state"].values()}
     assert len(steps) == 1 and steps.pop() >= 2  # 2 PPO epochs: at least two optimizer steps
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(path, "w")``: what a tampered ``optimizer.pt`` could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_optimizer_state_is_loaded_without_running_pickled_code(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    ckpt = save_checkpoint(tmp_path, 0, model, ["weight"], optimizer, {})
+    marker = tmp_path / "code_ran"
+    torch.save({"state": _RunsCode(marker)}, ckpt / "optimizer.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(ckpt, model, optimizer)
+    assert not marker.exists()
+
+
+def test_model_folder_code_never_runs_unless_trusted(tmp_path):
+    """A model folder whose config names its own Python code (``auto_map``): by default the
+    standard Llama config is read and that code is never imported."""
+    folder, marker = tmp_path / "custom_model", tmp_path / "code_ran"
+    folder.mkdir()
+    auto_map = {"AutoConfig": "custom.CustomConfig"}
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "llama", "num_hidden_layers": 3, "auto_map": auto_map})
+    )
+    (folder / "custom.py").write_text(
+        f"import pathlib\n\npathlib.Path({str(marker)!r}).touch()\n"
+        "from transformers import LlamaConfig\n\n\nclass CustomConfig(LlamaConfig):\n    pass\n"
+    )
+    assert model_num_blocks(compose_config([f"model.path={folder}"]).model) == 3
+    assert not marker.exists()
+
+
+def test_model_weights_load_only_from_safetensors(tmp_path, tiny_model_and_tokenizer):
+    """A model folder whose weights are only a pickled ``pytorch_model.bin`` is refused."""
+    model, tokenizer = tiny_model_and_tokenizer
+    model.config.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match="model.safetensors"):
+        load_model(ModelConfig(path=str(tmp_path)))
 
 
 def test_training_temperature_zero_is_refused(capsys, tmp_path):
@@ -207,6 +257,31 @@ def test_run_stops_after_max_skipped_steps(tmp_path, monkeypatch):
     assert all(torch.equal(first[k], last[k]) and torch.isfinite(first[k]).all() for k in first)
     rows = _metrics(tmp_path)
     assert [r["skipped_steps"] for r in rows] == [0.0, 1.0, 1.0]  # iteration 3 stopped before its row
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, monkeypatch):
+    """Iteration 1's update leaves a NaN in the trained weights (a fault the skipped-step check
+    does not see): its checkpoint is refused and the run stops; iteration 0's stays the newest."""
+    real = train_module.ppo_update
+    calls = []
+
+    def poisoned(policy, optimizer, trainable, *args, **kwargs):
+        calls.append(1)
+        result = real(policy, optimizer, trainable, *args, **kwargs)
+        if len(calls) > 1:
+            with torch.no_grad():
+                trainable[0].view(-1)[0] = float("nan")
+        return result
+
+    monkeypatch.setattr(train_module, "ppo_update", poisoned)
+    cfg = compose_config(
+        [*EXACT, "trainer.iterations=2", "trainer.save_every=1", f"trainer.output_dir={tmp_path}"]
+    )
+    with pytest.raises(TrainingStopped, match=r"iteration 1: the trained weights hold NaN .*iter_000000"):
+        train(cfg)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000000"]
+    saved = load_file(str(tmp_path / "checkpoints" / "iter_000000" / "trainable.safetensors"))
+    assert all(torch.isfinite(t).all() for t in saved.values())
 
 
 def test_cli_reports_a_stopped_run_in_one_line(tmp_path, monkeypatch, capsys):
