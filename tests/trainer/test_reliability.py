@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from lamina.cli import compose_config
+from lamina.trainer import checkpoint
 from lamina.trainer.checkpoint import latest_checkpoint
 from lamina.trainer.signals import GracefulStop
 from lamina.trainer.train import train
@@ -61,6 +62,25 @@ def test_damaged_or_half_written_checkpoint_is_skipped(tmp_path, caplog):
     assert [r["iteration"] for r in _metrics(run)] == [0, 1, 2]
 
 
+def test_checkpoint_is_written_under_a_temporary_name(tmp_path, monkeypatch):
+    """While a checkpoint's files are hashed only the hidden staging folder exists (a crash there
+    leaves no iter_* folder); the final name appears, manifest included, with one rename."""
+    real, seen = checkpoint._sha256, []
+
+    def observe(path):
+        seen.append(sorted(p.name for p in (tmp_path / "checkpoints").iterdir()))
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "_sha256", observe)
+    model = torch.nn.Linear(2, 2)
+    final = checkpoint.save_checkpoint(
+        tmp_path, 0, model, ["weight"], torch.optim.AdamW(model.parameters()), {}
+    )
+    assert seen and all(names == [".iter_000000.partial"] for names in seen)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000000"]
+    assert checkpoint.checkpoint_problem(final) is None
+
+
 def test_keep_checkpoints_prunes_the_oldest(tmp_path):
     run = train(
         compose_config(
@@ -77,7 +97,8 @@ def _cli(run, iterations, extra=()):
 
 def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli(run, 50), stderr=subprocess.PIPE, text=True)
+    # No periodic saves: the checkpoint checked below is the one the signal asked for.
+    proc = subprocess.Popen(_cli(run, 50, ["trainer.save_every=0"]), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
         assert proc.poll() is None and time.time() < deadline
