@@ -1,6 +1,7 @@
 """A tiny text environment that misbehaves on command, to inject faults into the runner's workers.
 
-Actions: ``ok`` (a normal step), ``hang`` (sleeps for an hour), ``raise`` (raises RuntimeError).
+Actions: ``ok`` (a normal step), ``hang`` (sleeps for an hour), ``raise`` (raises RuntimeError),
+``break`` (raises RuntimeError and leaves the environment broken: every later call raises too).
 ``expert_action()`` answers ``ok`` at once, or after ``expert_delay_s`` seconds.
 """
 
@@ -19,13 +20,21 @@ class FaultyEnv(TextEnv):
         super().__init__(render_mode=render_mode)
         self.expert_delay_s = expert_delay_s
         self.seed_value, self.steps = 0, 0
+        self.broken = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self.broken:
+            raise RuntimeError("reset on an environment that broke")
         super().reset(seed=seed)
         self.seed_value, self.steps = int(seed or 0), 0
         return self._observe()
 
     def step(self, action: str):
+        if self.broken:
+            raise RuntimeError("step on an environment that broke")
+        if action == "break":
+            self.broken = True
+            raise RuntimeError("broke for good")
         if action == "hang":
             time.sleep(3600)
         if action == "raise":

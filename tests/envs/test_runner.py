@@ -221,6 +221,16 @@ def test_env_that_raises_is_restarted_and_only_its_episode_cut(faulty_env_id, nu
         assert observations[0] == "seed 5, step 0" and runner.step(["ok"] * 4)[1] == [1.0] * 4
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_env_left_broken_by_its_exception_is_replaced(faulty_env_id, num_workers):
+    """The copy whose step raised is thrown away: kept, it would raise again at the next reset."""
+    with EnvGroupRunner(faulty_env_id, 2, num_workers=num_workers) as runner:
+        runner.reset([0, 1])
+        assert runner.step(["break", "ok"])[3] == [True, False]
+        observations, _ = runner.reset([0, 1])
+        assert observations[0] == "seed 0, step 0" and runner.step(["ok", "ok"])[1] == [1.0, 1.0]
+
+
 def test_call_interrupted_midway_leaves_no_stale_reply(faulty_env_id, monkeypatch):
     import lamina.envs.runner as runner_module
 
