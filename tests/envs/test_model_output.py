@@ -64,17 +64,8 @@ def test_any_model_output_goes_through_the_parser_and_never_raises(cache: EnvCac
     raw = env.unwrapped
     state = {"info": raw.reset(seed=seed)[1]}
 
-    @settings(
-        max_examples=25,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(st.data())
-    def check(data: st.DataObject) -> None:
+    def feed(text: str) -> None:
         info = state["info"]
-        text = data.draw(model_text(info["admissible_actions"]))
         parsed = parse_action(text, info["admissible_actions"])
         assert isinstance(parsed.action, str) and len(parsed.action) <= MAX_ACTION_CHARS
         if parsed.valid and info["admissible_actions"] is not None:
@@ -88,5 +79,19 @@ def test_any_model_output_goes_through_the_parser_and_never_raises(cache: EnvCac
         if terminated or truncated or is_single_turn(raw):
             info = raw.reset(seed=seed)[1]
         state["info"] = info
+
+    for text in FIXED:  # every hostile text, not only those the random draw happens to pick
+        feed(text)
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        feed(data.draw(model_text(state["info"]["admissible_actions"])))
 
     check()

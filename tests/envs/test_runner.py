@@ -188,11 +188,23 @@ def faulty_env_id():
     gym.registry.pop(ENV_ID, None)
 
 
+def _fail_after(seconds: int):
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"runner.step still blocked after {seconds} s: no step timeout")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+
+
 def test_env_step_that_hangs_hits_the_step_timeout(faulty_env_id):
     with EnvGroupRunner(faulty_env_id, 4, num_workers=2, step_timeout_s=1.0) as runner:
         runner.reset([0, 1, 2, 3])
         start = time.monotonic()
-        observations, rewards, _, truncated, infos = runner.step(["hang", "ok", "ok", "ok"])
+        _fail_after(60)  # without the protection the test fails instead of hanging for an hour
+        try:
+            observations, rewards, _, truncated, infos = runner.step(["hang", "ok", "ok", "ok"])
+        finally:
+            signal.alarm(0)
         assert time.monotonic() - start < 30
         assert runner.restarts == 1
         assert (

@@ -3,7 +3,7 @@ with one line (``UsageError`` / ``ConfigError``), before any model or environmen
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lamina.cli import UsageError, compose_config
@@ -78,6 +78,11 @@ VALUES = st.one_of(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example([("layers", "[99]")])  # the random draw seldom reaches these checks: always try them
+@example([("layers", "3-1")])
+@example([("rollout.group_size", "abc")])
+@example([("eval.episodes", "-1")])
+@example([("trainer.iteratons", "2")])
 @given(st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=4))
 def test_any_override_composes_or_fails_with_one_line(pairs):
     overrides = ["model=tiny-random", *(f"{k}={v}" for k, v in pairs)]

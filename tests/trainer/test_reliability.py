@@ -50,7 +50,7 @@ def test_damaged_or_half_written_checkpoint_is_skipped(tmp_path, caplog):
     run = train(compose_config([*RUN, "trainer.iterations=3", f"trainer.output_dir={tmp_path}"]))
     newest = run / "checkpoints" / "iter_000002"
     data = bytearray((newest / "trainable.safetensors").read_bytes())
-    data[-1] ^= 0xFF  # one flipped bit in the tensor data
+    data[-1] ^= 0xFF  # one corrupted byte in the tensor data
     (newest / "trainable.safetensors").write_bytes(bytes(data))
     (run / "checkpoints" / "iter_000001" / "manifest.json").unlink()  # a save that never finished
     with caplog.at_level(logging.WARNING):
@@ -109,6 +109,9 @@ def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path):
     assert "lamina: stopped: SIGTERM after iteration" in err and "trainer.resume=true" in err
     done = len(_metrics(run))
     assert 1 <= done < 50 and latest_checkpoint(run).name == f"iter_{done - 1:06d}"
+    # The resume picks up after the saved iteration and finishes one more.
+    subprocess.run(_cli(run, done + 1, ["trainer.save_every=0"]), check=True, capture_output=True)
+    assert [r["iteration"] for r in _metrics(run)] == list(range(done + 1))
 
 
 def test_second_signal_stops_at_once():
