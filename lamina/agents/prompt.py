@@ -40,7 +40,7 @@ class PromptConfig:
     system_prompt: str = SYSTEM_PROMPT
     max_observation_chars: int = 2000
     mode: str = "generate"
-    choose_score: str = "sum"
+    choose_score: str = "mean"
 
 
 @dataclass
