@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class TrainingStopped(RuntimeError):
     """A run stopped on purpose (e.g. too many non-finite updates); one line, exit status 1."""
+
+
+class StoppedBySignal(TrainingStopped):
+    """The user asked to stop (SIGINT/SIGTERM): a sweep stops too, instead of counting a failed arm."""

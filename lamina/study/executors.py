@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lamina.errors import ConfigError
+from lamina.errors import ConfigError, StoppedBySignal
 from lamina.study.arms import Arm
 from lamina.trainer.config import RunConfig
 
@@ -108,6 +108,8 @@ def run_serial(
         run_dir = Path(cfg.trainer.output_dir)
         try:
             train_fn(cfg)
+        except StoppedBySignal:
+            raise  # the user stopped the sweep; this arm resumes from its checkpoint next time
         except Exception as err:  # one failed arm must not stop the others; the table names it
             status.finish(name, run_dir, _record_failure(run_dir, err))
         else:

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from lamina.errors import TrainingStopped
+from lamina.errors import StoppedBySignal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -55,7 +55,7 @@ class GracefulStop:
             raise KeyboardInterrupt  # the second signal: stop now
         self.requested = name
         if not self.deferring:  # evaluating or starting up: nothing that a checkpoint would keep
-            raise TrainingStopped(
+            raise StoppedBySignal(
                 f"{name} outside a training iteration; the checkpoints written so far are kept"
             )
         print(

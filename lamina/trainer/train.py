@@ -23,7 +23,7 @@ from lamina.agents.prefix import PrefixStore, prefix_start
 from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs import resolve_env_id
 from lamina.envs.runner import EnvGroupRunner
-from lamina.errors import ConfigError, TrainingStopped
+from lamina.errors import ConfigError, StoppedBySignal, TrainingStopped
 from lamina.trainer.checkpoint import (
     capture_rng,
     latest_checkpoint,
@@ -476,7 +476,7 @@ def train(cfg: RunConfig) -> Path:
                     ckpt = save(cfg, learner, out, iteration)
                     prune_checkpoints(out, cfg.trainer.keep_checkpoints)
             if stop.requested and not last:
-                raise TrainingStopped(
+                raise StoppedBySignal(
                     f"{stop.requested} after iteration {iteration}: saved {ckpt}; continue with "
                     f"trainer.resume=true trainer.output_dir={out}"
                 )

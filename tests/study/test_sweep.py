@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from sweep_files import write_eval
 
 from lamina.cli import main
-from lamina.errors import ConfigError, TrainingStopped
+from lamina.errors import ConfigError, StoppedBySignal, TrainingStopped
 from lamina.study.arms import Arm, arm_config, check_same_settings, parse_arm_name, plan_arms
 from lamina.study.config import compose_sweep_config
 from lamina.study.ensemble import evaluate_ensemble
@@ -90,14 +90,15 @@ def test_changed_settings_are_refused_but_not_devices_or_seeds(tmp_path):
 class Recorder:
     """Records each arm it is asked to run and writes the eval.json a finished run would write."""
 
-    def __init__(self, fail: str | None = None):
+    def __init__(self, fail: str | None = None, error: Exception | None = None):
         self.calls = []
         self.fail = fail
+        self.error = error or RuntimeError("out of memory")
 
     def __call__(self, cfg):
         self.calls.append(cfg)
         if self.fail and cfg.trainer.output_dir.endswith(self.fail):
-            raise RuntimeError("out of memory")
+            raise self.error
         won = {"none": [0, 0, 0, 1], "all": [1, 1, 1, 0]}.get(
             cfg.layers if isinstance(cfg.layers, str) else "", [1, 1, 0, 0]
         )
@@ -127,6 +128,16 @@ def test_resume_skips_finished_arms_and_retries_failed_ones(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_signal_stops_the_whole_sweep(tmp_path):
+    """SIGINT/SIGTERM inside an arm is the user stopping the sweep, not a failed arm to skip."""
+    cfg = compose_sweep_config([*FAST, "study.layers=[0,1]", f"study.output_dir={tmp_path}"])
+    stopper = Recorder(fail="full-seed0", error=StoppedBySignal("SIGTERM after iteration 0"))
+    with pytest.raises(StoppedBySignal):
+        run_sweep(cfg, train_fn=stopper)
+    assert [Path(c.trainer.output_dir).name for c in stopper.calls] == ["base-seed0", "full-seed0"]
+    assert not (tmp_path / "full-seed0" / "error.txt").exists()
+
+
 def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
     """Three blocks of the tiny model: blocks 0 first, with block 1 left half-finished (one of its
     two iterations) as an interruption leaves it; then the sweep extended to blocks 0-2 skips the
