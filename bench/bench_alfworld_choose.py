@@ -1,6 +1,6 @@
 """ALFWorld in choose mode: where a lock-step's time goes, and sum vs mean candidate scores.
 
-    python -m bench.bench_alfworld_choose [--steps 6] [--games 16]
+    python -m bench.bench_alfworld_choose [--steps 6] [--games 16] [--skip-speed]
 
 1. Speed. The first ``--steps`` lock-steps of a training rollout (2 tasks x 4 copies, SmolLM2-135M,
    untrained), before issue 9 (every row scored on its own) and after (a group's copies in the
@@ -31,8 +31,8 @@ from lamina.trainer.train import make_runner, task_seeds
 ALFWORLD = ["env=alfworld", "layers=none"]
 
 
-def lock_steps(optimized: bool, steps: int) -> dict:
-    cfg = config(False, *ALFWORLD)
+def lock_steps(optimized: bool, steps: int, *overrides: str) -> dict:
+    cfg = config(False, *ALFWORLD, *overrides)
     _, policy = build(cfg, optimized)
     n = cfg.rollout.batch_size * cfg.rollout.group_size
     seeds = [s for s in task_seeds(cfg, 0) for _ in range(cfg.rollout.group_size)]
@@ -64,8 +64,8 @@ def lock_steps(optimized: bool, steps: int) -> dict:
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 
-def expert_agreement(games: int) -> dict:
-    cfg = config(False, *ALFWORLD, "env.kwargs.split=eval_in_distribution")
+def expert_agreement(games: int, *overrides: str) -> dict:
+    cfg = config(False, *ALFWORLD, "env.kwargs.split=eval_in_distribution", *overrides)
     _, policy = build(cfg)
     top = {"sum": [], "mean": []}
     prob = {"sum": [], "mean": []}
@@ -121,22 +121,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--games", type=int, default=16)
-    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the scores against the planner")
     args = parser.parse_args()
+    variants = [("before", False, ()), ("after", True, ()), ("after, no list", True, ("agent.list_actions=false",))]
     if not args.skip_speed:
-        for optimized in (False, True):
-            stats, _ = in_fresh_process(lock_steps, optimized, args.steps)
+        for label, optimized, overrides in variants:
+            stats, _ = in_fresh_process(lock_steps, optimized, args.steps, *overrides)
             per_step = stats["env_s"] + stats["policy_s"]
             print(
-                f"{'after' if optimized else 'before'}: {per_step:.1f} s per lock-step "
+                f"{label}: {per_step:.1f} s per lock-step "
                 f"(env {stats['env_s']:.2f} s, policy {stats['policy_s']:.1f} s); prompt "
                 f"{stats['prompt_tokens']:.0f} tokens, {stats['candidates']:.1f} admissible actions, "
                 f"{stats['packed_tokens']:.0f} packed candidate tokens per row; 50 lock-steps: "
                 f"{50 * per_step / 60:.1f} min",
                 flush=True,
             )
-    result, _ = in_fresh_process(expert_agreement, args.games)
-    print(result)
+    for label, _, overrides in variants[1:]:
+        result, _ = in_fresh_process(expert_agreement, args.games, *overrides)
+        print(label, result, flush=True)
 
 
 if __name__ == "__main__":
