@@ -123,7 +123,11 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=16)
     parser.add_argument("--skip-speed", action="store_true", help="only the scores against the planner")
     args = parser.parse_args()
-    variants = [("before", False, ()), ("after", True, ()), ("after, no list", True, ("agent.list_actions=false",))]
+    variants = [
+        ("before", False, ()),
+        ("after", True, ()),
+        ("after, no list", True, ("agent.list_actions=false",)),
+    ]
     if not args.skip_speed:
         for label, optimized, overrides in variants:
             stats, _ = in_fresh_process(lock_steps, optimized, args.steps, *overrides)
