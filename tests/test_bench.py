@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lamina.benchmark import MODULES, parse_bench_args, run_bench
+from lamina.benchmark import parse_bench_args, run_bench
 
 
 def test_bad_arguments_name_the_valid_ones():
@@ -26,7 +26,8 @@ def test_quick_bench_writes_a_table_with_finite_ratios(tmp_path):
     lines = table.splitlines()
     assert lines[0] == "| what | baseline | lamina | ratio | target | met | machine |"
     rows = [line.split(" | ") for line in lines[2:]]
-    assert len(rows) >= len(MODULES) + 3  # update 3, iteration 1, rollout 2, trl 2, envs 1
+    # update 3, iteration 1, rollout 2, envs 1, and trl 2 where TRL is installed (lamina[bench])
+    assert len(rows) >= 7
     for cells in rows:
         ratio = re.fullmatch(r"([0-9.]+)x", cells[3])
         assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0, cells
