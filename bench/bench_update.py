@@ -21,7 +21,7 @@ import torch
 
 from bench.common import Row, gib, in_fresh_process
 from bench.workload import ONE_BLOCK, build, config, load_batch, rollout_batch
-from lamina.trainer.train import compute_advantages, ppo_update
+from lamina.trainer.train import capturing_prefix, compute_advantages, update_learner
 
 REPEATS = 2
 
@@ -36,25 +36,10 @@ def time_update(quick: bool, batch_path: str, layers: str, optimized: bool) -> f
     best = float("inf")
     for _ in range(REPEATS):
         if learner.prefix is not None and batch.candidates is not None:
-            with torch.no_grad():  # the rollout's scoring fills the store in training
-                policy.prefix_store = learner.prefix
+            with capturing_prefix(policy, learner.prefix):  # as the rollout's scoring fills it
                 policy.candidate_scores([p.tolist() for p in batch.prompt_ids], batch.candidates)
-                policy.prefix_store = None
         begin = time.perf_counter()
-        ppo_update(
-            policy,
-            learner.optimizer,
-            learner.trainable,
-            batch,
-            advantages,
-            cfg.algorithm.loss,
-            cfg.trainer.update,
-            cfg.algorithm.loss.loss_scale_factor or policy.max_response_units,
-            cfg.rollout.temperature,
-            learner.reference,
-            learner.shuffle,
-            prefix=learner.prefix,
-        )
+        update_learner(cfg, learner, policy, batch, advantages)
         best = min(best, time.perf_counter() - begin)
         if learner.prefix is not None:
             learner.prefix.clear()

@@ -1,7 +1,7 @@
 """The default job's pieces, built the way ``lamina train`` builds them, for benchmarks to time.
 
 Full size: SmolLM2-135M on the default TextWorld task (2 tasks x 4 copies, choose mode). Quick
-(``--quick``, CI): the tiny random model on FrozenLake, seconds per measurement.
+(``--quick``, CI): the tiny random model on FrozenLake.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``lamina bench``: one Markdown table from the modules in the checkout's ``bench/`` folder.
 
-    lamina bench                       the full table (SmolLM2-135M; about 30 minutes on 2 CPU cores)
-    lamina bench --quick               tiny model, seconds per row (CI checks every ratio is finite)
+    lamina bench                       the full table (SmolLM2-135M; not yet timed end to end)
+    lamina bench --quick               the tiny random model (CI checks every ratio is finite)
     lamina bench only=update,rollout   some modules; out=FILE also writes the table there
 
 Every row compares lamina with a baseline measured in the same run (see ``bench/common.py``).

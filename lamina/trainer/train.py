@@ -319,6 +319,25 @@ def capturing_prefix(policy: Policy, store: PrefixStore | None):
         policy.prefix_store = None
 
 
+def update_learner(cfg: RunConfig, learner: Learner, policy: Policy, batch, advantages, on_micro_batch=None):
+    """The PPO update of one rollout batch with the run's settings; its metrics."""
+    return ppo_update(
+        policy,
+        learner.optimizer,
+        learner.trainable,
+        batch,
+        advantages,
+        cfg.algorithm.loss,
+        cfg.trainer.update,
+        cfg.algorithm.loss.loss_scale_factor or policy.max_response_units,
+        cfg.rollout.temperature,
+        learner.reference,
+        learner.shuffle,
+        on_micro_batch=on_micro_batch,
+        prefix=learner.prefix,
+    )
+
+
 def run_iteration(
     cfg: RunConfig,
     iteration: int,
@@ -347,24 +366,10 @@ def run_iteration(
     update = {}
     if learner.trainable:
         progress.start_update(len(batch))
-        update = ppo_update(
-            policy,
-            learner.optimizer,
-            learner.trainable,
-            batch,
-            advantages,
-            cfg.algorithm.loss,
-            cfg.trainer.update,
-            cfg.algorithm.loss.loss_scale_factor or policy.max_response_units,
-            cfg.rollout.temperature,
-            learner.reference,
-            learner.shuffle,
-            on_micro_batch=progress.on_update_step,
-            prefix=learner.prefix,
-        )
+        update = update_learner(cfg, learner, policy, batch, advantages, progress.on_update_step)
         check_skipped_steps(cfg, learner, update, iteration)
     if learner.prefix is not None:
-        learner.prefix.clear()  # the update changed the blocks above it, not the states below
+        learner.prefix.clear()  # still valid, but the next rollout meets new states: free the memory
     return {
         "iteration": iteration,
         "success_rate": batch.success_rate,
