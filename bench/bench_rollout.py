@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.common import Row, in_fresh_process
 from bench.workload import build, config, load_batch, rollout_batch
+from lamina.agents.shared_prefix import plan_prefixes
 
 
 def _by_step(batch) -> list[list[int]]:
@@ -39,6 +40,31 @@ def choose_rates(quick: bool, batch_path: str) -> tuple[float, float]:
     return batched, len(prompts) / (time.perf_counter() - begin)
 
 
+def prefix_rates(quick: bool, batch_path: str) -> tuple[float, float, float]:
+    """Choose-mode decisions/s per lock-step with a common prompt prefix encoded once per cluster
+    of rows vs every prompt whole, and the fraction of prompt tokens the plans skip."""
+    _, policy = build(config(quick, "layers=none"))
+    batch = load_batch(Path(batch_path))
+    prompts = [p.tolist() for p in batch.prompt_ids]
+    steps = _by_step(batch)
+    skipped = total = 0
+    for step in steps:
+        rows = [list(p) for p in dict.fromkeys(tuple(prompts[i]) for i in step)]  # distinct states
+        total += sum(len(r) for r in rows)
+        plan = plan_prefixes(rows)
+        if plan is not None and plan.worth_it(rows):
+            skipped += sum(plan.shared) - sum(len(h) for h in plan.heads)
+    policy.candidate_scores(prompts[:1], batch.candidates[:1])  # warm-up
+    rates = []
+    for share in (True, False):
+        policy.share_prefixes = share
+        begin = time.perf_counter()
+        for step in steps:
+            policy.candidate_scores([prompts[i] for i in step], [batch.candidates[i] for i in step])
+        rates.append(len(prompts) / (time.perf_counter() - begin))
+    return rates[0], rates[1], skipped / total
+
+
 def generate_rates(quick: bool, batch_path: str) -> tuple[float, float]:
     _, policy = build(config(quick, "layers=none", "agent.mode=generate"))
     batch = load_batch(Path(batch_path))
@@ -58,6 +84,7 @@ def rows(quick: bool) -> list[Row]:
         n = len(load_batch(Path(path)))
         (c_batched, c_single), _ = in_fresh_process(choose_rates, quick, path)
         (g_batched, g_single), _ = in_fresh_process(generate_rates, quick, path)
+        (p_shared, p_plain, p_skipped), _ = in_fresh_process(prefix_rates, quick, path)
     return [
         Row(
             f"choose mode: decisions/s over {n} rollout states, per lock-step vs per episode",
@@ -74,6 +101,15 @@ def rows(quick: bool) -> list[Row]:
             g_batched / g_single,
             "> 1x (rate)",
             g_batched > g_single,
+        ),
+        Row(
+            f"choose mode: decisions/s, a common prompt prefix encoded once vs whole prompts "
+            f"({p_skipped:.0%} of prompt tokens skipped)",
+            f"{p_plain:.1f}/s",
+            f"{p_shared:.1f}/s",
+            p_shared / p_plain,
+            "> 1x (rate) where prefixes are shared",
+            (p_shared > p_plain) if p_skipped > 0 else None,
         ),
     ]
 

@@ -39,14 +39,14 @@ def config(quick: bool, *overrides: str) -> RunConfig:
 
 def build(cfg: RunConfig, optimized: bool = True):
     """(learner, policy) as ``train`` builds them; ``optimized=False`` is the path before issue 9:
-    no frozen prefix, every row scored on its own."""
+    no frozen prefix, every row scored on its own with its whole prompt."""
     if not optimized:
         cfg.trainer.update.frozen_prefix = False
     torch.manual_seed(cfg.trainer.seed)
     learner = build_learner(cfg, validate(cfg))
     policy = make_policy(cfg, learner.model, learner.tokenizer)
     if hasattr(policy, "share_states"):
-        policy.share_states = optimized
+        policy.share_states = policy.share_prefixes = optimized
     return learner, policy
 
 

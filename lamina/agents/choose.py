@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lamina.agents.logprobs import autocast_context, decoder, first_token_log_probs, gather_log_probs
 from lamina.agents.policy import Generation, HFPolicy, left_pad
 from lamina.agents.prefix import PrefixStore, block_range, pad_states
+from lamina.agents.shared_prefix import plan_prefixes, shared_prompt_forward
 
 # Custom 4D masks are passed through unchanged by these attention implementations.
 MASKABLE_ATTENTION = ("sdpa", "eager")
@@ -190,47 +191,55 @@ def _to_device(packing: _Packing, device: torch.device) -> _Packing:
     return packing
 
 
-def _two_forwards(model, prompt_ids, prompt_mask, packing, device, prompt_embeds=None, packed_embeds=None):
+def _two_forwards(model, prompts, pad_id, packing, device, prompt_embeds=None, packed_embeds=None, share=False):
     """The prompt forward (its cache) and the packed candidates' forward over that cache; each input
-    is token ids or, when given, the hidden states entering the first block that runs."""
+    is token ids or, when given, the hidden states entering the first block that runs (then
+    (B, P, H), left padded like the prompts). With ``share``, a common prompt prefix runs once per
+    cluster of rows that have it (``shared_prefix``), when that saves compute.
+
+    Returns the prompt hidden states and their mask (both (B, P', ...); each row's last position
+    is its last prompt token) and the packed hidden states (B, Q, H)."""
     body = decoder(model)
+    plan = plan_prefixes(prompts) if share and prompt_embeds is None else None
     with autocast_context(model):
-        out = body(
-            input_ids=None if prompt_embeds is not None else prompt_ids,
-            inputs_embeds=prompt_embeds,
-            attention_mask=prompt_mask,
-            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=True,
-        )
+        if plan is not None and plan.worth_it(prompts):
+            prompt_h, prompt_mask, cache = shared_prompt_forward(body, prompts, plan, pad_id, device)
+        else:
+            prompt_ids, prompt_mask = left_pad(prompts, pad_id)  # (B, P)
+            prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+            out = body(
+                input_ids=None if prompt_embeds is not None else prompt_ids,
+                inputs_embeds=prompt_embeds,
+                attention_mask=prompt_mask,
+                position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True,
+            )
+            prompt_h, cache = out.last_hidden_state, out.past_key_values
         mask = _packed_mask(prompt_mask, packing.segments, _compute_dtype(body, device))
         hidden = body(
             input_ids=None if packed_embeds is not None else packing.ids,
             inputs_embeds=packed_embeds,
             attention_mask=mask,
             position_ids=packing.positions,
-            past_key_values=out.past_key_values,
+            past_key_values=cache,
             use_cache=True,
         ).last_hidden_state  # (B, Q, H): packed position j predicts packed token j + 1 of its candidate
-    return out.last_hidden_state, hidden
+    return prompt_h, prompt_mask, hidden
 
 
 @torch.no_grad()
-def _fill_prefix(model, store: PrefixStore, keys, prompts, continuations, pad_id, device) -> None:
+def _fill_prefix(model, store: PrefixStore, keys, prompts, continuations, pad_id, device, share) -> None:
     """Computes and stores the states entering block ``store.start`` for rows not in the store."""
     missing = [i for i, key in enumerate(keys) if key not in store.states]
     if not missing:
         return
-    prompt_ids, prompt_mask = left_pad([prompts[i] for i in missing], pad_id)
-    packing = _to_device(
-        _pack([prompts[i] for i in missing], [continuations[i] for i in missing], pad_id), device
-    )
+    rows = [prompts[i] for i in missing]
+    packing = _to_device(_pack(rows, [continuations[i] for i in missing], pad_id), device)
     with block_range(model, 0, store.start):
-        prompt_h, packed_h = _two_forwards(
-            model, prompt_ids.to(device), prompt_mask.to(device), packing, device
-        )
+        prompt_h, prompt_mask, packed_h = _two_forwards(model, rows, pad_id, packing, device, share=share)
     for j, i in enumerate(missing):
         q = sum(len(c) for c in continuations[i])
-        store.states[keys[i]] = (prompt_h[j, prompt_h.shape[1] - len(prompts[i]) :], packed_h[j, :q])
+        store.states[keys[i]] = (prompt_h[j, prompt_mask[j].bool()], packed_h[j, :q])
 
 
 def packed_scores(
@@ -239,33 +248,32 @@ def packed_scores(
     continuations: Sequence[Sequence[Sequence[int]]],
     pad_id: int,
     prefix: PrefixStore | None = None,
+    share_prefixes: bool = True,
 ) -> PackedScores:
     """Runs the two shared-cache forwards (differentiable when autograd is on), on the model's device.
 
     With a ``prefix`` store whose ``start`` is k > 0, the forwards run blocks k..L-1 from the stored
-    states entering block k (computing and storing any that are missing, without autograd)."""
+    states entering block k (computing and storing any that are missing, without autograd).
+    ``share_prefixes`` encodes a prompt prefix common to several rows once (token-id inputs only)."""
     device = next(model.parameters()).device
-    # 1. The prompts, left padded: their cache and the hidden state of their last position.
-    prompt_ids, prompt_mask = left_pad(prompts, pad_id)  # (B, P)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    # 2. Each row's candidates packed one after another, right padded to Q.
+    # Each row's candidates packed one after another, right padded to Q.
     packing = _to_device(_pack(prompts, continuations, pad_id), device)
     if prefix is not None and prefix.start > 0:
         keys = [state_key(p, c) for p, c in zip(prompts, continuations, strict=True)]
-        _fill_prefix(model, prefix, keys, prompts, continuations, pad_id, device)
+        _fill_prefix(model, prefix, keys, prompts, continuations, pad_id, device, share_prefixes)
         states = [prefix.states[key] for key in keys]
-        prompt_embeds = pad_states([s[0] for s in states], prompt_ids.shape[1], left=True)
+        prompt_embeds = pad_states([s[0] for s in states], max(len(p) for p in prompts), left=True)
         packed_embeds = pad_states([s[1] for s in states], packing.ids.shape[1], left=False)
         with block_range(model, prefix.start):
-            prompt_h, hidden = _two_forwards(
-                model, prompt_ids, prompt_mask, packing, device, prompt_embeds, packed_embeds
+            prompt_h, _, hidden = _two_forwards(
+                model, prompts, pad_id, packing, device, prompt_embeds, packed_embeds
             )
     else:
-        prompt_h, hidden = _two_forwards(model, prompt_ids, prompt_mask, packing, device)
+        prompt_h, _, hidden = _two_forwards(model, prompts, pad_id, packing, device, share=share_prefixes)
     ids, segments = packing.ids, packing.segments
     with autocast_context(model):
-        # 3. A candidate's first token comes from the prompt's last hidden state, the rest from the
-        #    previous packed position (chunked head: no (B, Q, V) log-softmax copy).
+        # A candidate's first token comes from the prompt's last hidden state, the rest from the
+        # previous packed position (chunked head: no (B, Q, V) log-softmax copy).
         first = first_token_log_probs(model, prompt_h[:, -1], packing.first_ids.to(device))  # (B, K_max)
         next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, Q); the wrapped column is unused
         rest, _ = gather_log_probs(model, hidden, next_ids)
@@ -317,8 +325,10 @@ class ChoicePolicy:
         self.score_mode = score
         # Set by the trainer during a training rollout: scoring then keeps the frozen-prefix states.
         self.prefix_store: PrefixStore | None = None
-        # One forward per distinct (prompt, candidates) state; off only to time the plain path.
+        # One forward per distinct (prompt, candidates) state, and a prompt prefix common to several
+        # distinct states encoded once; off only to time the plain paths.
         self.share_states = True
+        self.share_prefixes = True
 
     # HFPolicy.encode reads only ``self.tokenizer``: both policies build prompts the same way.
     encode = HFPolicy.encode
@@ -393,7 +403,12 @@ class ChoicePolicy:
         return choices
 
     def _micro_batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
+        # In token order a task's rows sit together (their prefix is shared); otherwise by length
+        # (less padding per batch).
+        order = sorted(
+            range(len(prompts)),
+            key=(lambda i: list(prompts[i])) if self.share_prefixes else (lambda i: len(prompts[i])),
+        )
         return [order[s : s + self.micro_batch_size] for s in range(0, len(order), self.micro_batch_size)]
 
     def _distinct(self, prompts, continuations) -> tuple[list[int], list[int]]:
@@ -416,7 +431,14 @@ class ChoicePolicy:
             batches.append(
                 (
                     chunk,
-                    packed_scores(self.model, chunk_prompts, chunk_conts, self._pad_id, self.prefix_store),
+                    packed_scores(
+                        self.model,
+                        chunk_prompts,
+                        chunk_conts,
+                        self._pad_id,
+                        self.prefix_store,
+                        self.share_prefixes,
+                    ),
                 )
             )
         return inverse, batches
@@ -477,7 +499,12 @@ class ChoicePolicy:
         rows = [list(map(int, p)) for p in prompts]
         unique, inverse = self._distinct(rows, candidates)
         packed = packed_scores(
-            self.model, [rows[i] for i in unique], [candidates[i] for i in unique], self._pad_id, prefix
+            self.model,
+            [rows[i] for i in unique],
+            [candidates[i] for i in unique],
+            self._pad_id,
+            prefix,
+            self.share_prefixes,
         )
         logits = packed.candidate_scores(self.score_mode).float() / temperature  # (U, K_max)
         log_pi = torch.log_softmax(logits, dim=-1)[inverse]  # (B, K_max); -inf slots get probability 0
