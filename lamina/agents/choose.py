@@ -191,7 +191,9 @@ def _to_device(packing: _Packing, device: torch.device) -> _Packing:
     return packing
 
 
-def _two_forwards(model, prompts, pad_id, packing, device, prompt_embeds=None, packed_embeds=None, share=False):
+def _two_forwards(
+    model, prompts, pad_id, packing, device, prompt_embeds=None, packed_embeds=None, share=False
+):
     """The prompt forward (its cache) and the packed candidates' forward over that cache; each input
     is token ids or, when given, the hidden states entering the first block that runs (then
     (B, P, H), left padded like the prompts). With ``share``, a common prompt prefix runs once per
