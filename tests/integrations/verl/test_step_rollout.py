@@ -125,3 +125,48 @@ def test_alfworld_rows_ids_masks_and_anchors(tiny_model_and_tokenizer):
                 checked += 1
     assert checked >= 1
     assert np.isfinite(rows.rewards).all()
+
+
+class _OverlapClient:
+    """Answers every request with the first admissible action after a short await, counting how
+    many requests are waiting at once: requests sent one after another never overlap."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.waiting, self.most_waiting = tokenizer, 0, 0
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        from verl_cpu import TokenOutput
+
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        await asyncio.sleep(0.01)
+        self.waiting -= 1
+        action = first_admissible(self.tokenizer.decode(prompt_ids))
+        ids = self.tokenizer.encode(f"<action>{action}</action>", add_special_tokens=False)
+        return TokenOutput(token_ids=ids, log_probs=[-1.0] * len(ids), stop_reason="completed")
+
+
+def test_requests_of_a_lock_step_overlap_and_env_calls_leave_the_event_loop(tokenizer, monkeypatch):
+    import threading
+
+    loop_threads, env_threads = set(), set()
+    for name in ("reset", "step"):
+        original = getattr(EnvGroupRunner, name)
+
+        def recording(self, *args, _original=original, **kwargs):
+            env_threads.add(threading.get_ident())
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(EnvGroupRunner, name, recording)
+    client = _OverlapClient(tokenizer)
+    original_generate = client.generate
+
+    async def generate(*args, **kwargs):
+        loop_threads.add(threading.get_ident())
+        return await original_generate(*args, **kwargs)
+
+    client.generate = generate
+    seeds, group_size = [0, 1, 2], 2
+    rows = play("frozenlake", {}, seeds, group_size, 3, client, tokenizer)
+    assert client.most_waiting == len(seeds) * group_size  # the first lock-step's requests all at once
+    assert len(rows) > 0 and env_threads and not env_threads & loop_threads

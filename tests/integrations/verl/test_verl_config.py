@@ -132,3 +132,83 @@ def test_evaluation_sampling_follows_eval_temperature():
     assert manager.sampling_params()["temperature"] == 1.0
     assert manager.sampling_params()["max_tokens"] == config.data.max_response_length
     assert manager.sampling_params(validate=True)["temperature"] == 0.0  # greedy
+
+
+class _FakeRay:
+    """Stands in for Ray so that ``lamina train backend=verl`` can be followed on CPU up to the
+    point where verl's trainer would start (it needs GPUs and vLLM); records what it was given."""
+
+    def __init__(self):
+        self.init_kwargs, self.configs = None, []
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.init_kwargs = kwargs
+
+    def remote(self, **_):
+        fake = self
+
+        class Actor:
+            @staticmethod
+            def remote():
+                class Handle:
+                    class run:
+                        @staticmethod
+                        def remote(config):
+                            fake.configs.append(config)
+
+                return Handle
+
+        return lambda cls: Actor
+
+    def get(self, value):
+        return value
+
+
+def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch):
+    import ray
+
+    from lamina.cli import main
+
+    from transformers import LlamaConfig
+
+    fake = _FakeRay()
+    for name in ("is_initialized", "init", "remote", "get"):
+        monkeypatch.setattr(ray, name, getattr(fake, name))
+    model = tmp_path / "model"
+    LlamaConfig(num_hidden_layers=16, hidden_size=32, intermediate_size=64, num_attention_heads=2).save_pretrained(
+        model
+    )
+    out = tmp_path / "verl-run"
+    code = main(
+        [
+            "train",
+            "backend=verl",
+            "algorithm=gigpo",
+            "agent.mode=generate",
+            "layers=[14]",
+            f"model.path={model}",
+            "rollout.batch_size=16",
+            "rollout.group_size=8",
+            "verl.n_gpus_per_node=2",
+            "verl.ray_address=ray://head:10001",
+            f"trainer.output_dir={out}",
+        ]
+    )
+    assert code == 0
+    assert fake.init_kwargs["address"] == "ray://head:10001"
+    assert fake.init_kwargs["runtime_env"]["env_vars"]["VERL_ENGINE_VENDOR"] == "lamina"
+    (config,) = fake.configs
+    assert config.algorithm.adv_estimator == "gigpo" and config.actor_rollout_ref.model.path == str(model)
+    assert (out / "config.yaml").exists()
+    assert OmegaConf.load(out / "verl_config.yaml").data.train_batch_size == 16
+
+
+def test_lamina_train_backend_verl_refuses_choose_mode_in_one_line(tmp_path, capsys):
+    from lamina.cli import main
+
+    code = main(["train", "backend=verl", f"model.path={MODEL}", f"trainer.output_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "agent.mode" in err and "\n" not in err

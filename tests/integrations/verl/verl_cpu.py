@@ -61,8 +61,8 @@ def single_process_env() -> dict[str, str]:
 class HFServerClient:
     """verl's ``LLMServerClient.generate`` interface, answered by HF ``generate`` on the CPU.
 
-    Requests that arrive together are batched into one ``generate`` call (as a server would),
-    so the rollout's concurrency is exercised.
+    Each request runs its own ``generate`` (a server would batch the requests that arrive
+    together; ``test_requests_of_a_lock_step_overlap...`` checks that they do arrive together).
     """
 
     def __init__(self, model, tokenizer, seed: int = 0):
