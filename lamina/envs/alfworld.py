@@ -9,7 +9,8 @@ Data: the official layouts, ``json_2.1.1`` or ``json_2.1.3`` (``alfworld-downloa
 ``game.tw-pddl`` (PDDL domain, problem and the text grammar) and ``traj_data.json``. The two differ
 in the grammar each game file carries: ``json_2.1.1`` says ``put X in/on Y`` where ``json_2.1.3``
 (the grammar of the ``alfworld`` package's own ``alfred.twl2``) says ``move X to Y``. The engine
-reads the commands from the game file, so both play the same way; ``env.data_version`` tells which.
+reads the commands from the game file, so both play the same way; ``env.data_version`` tells which,
+from the grammar of the games themselves (not from the folder's name).
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def default_data_path() -> tuple[Path, str]:
     if shared is not None and (shared / "alfworld").is_dir():
         return shared / "alfworld", f"shared data folder {shared}"
     return Path("~/.cache/alfworld").expanduser(), "default ~/.cache/alfworld"
+
+
+# The command each layout's grammar gives to placing an object, and the layout it marks.
+GRAMMARS = {'template :: "put {o} in/on {r}"': "json_2.1.1", 'template :: "move {o} to {r}"': "json_2.1.3"}
+
+
+def grammar_version(game_file: Path) -> str | None:
+    """The layout whose grammar ``game_file`` carries (``put X in/on Y``: ``json_2.1.1``; ``move X
+    to Y``: ``json_2.1.3``), whatever its folder is called; None when it has neither."""
+    grammar = json.loads(Path(game_file).read_text()).get("grammar", "")
+    found = [version for template, version in GRAMMARS.items() if template in grammar]
+    return found[0] if len(found) == 1 else None
 
 
 def _json_root(data_path: Path, data_version: str | None = None) -> Path:
@@ -274,7 +287,10 @@ class ALFWorldEnv(TextEnv):
             raise ValueError(f"no {split} games of task types {list(task_types)} in {splits[split]}")
 
         self.data_path = root
-        self.data_version = json_root.name if json_root.name.startswith("json_2.1.") else "unknown"
+        # The grammar decides, not the folder's name: a download may put move-grammar games in a
+        # folder called json_2.1.1.
+        folder = json_root.name if json_root.name.startswith("json_2.1.") else "unknown"
+        self.data_version = grammar_version(pairs[0][0] / GAME_FILE) or folder
         self.split = split
         self.split_dir = splits[split]
         self.task_types = task_types

@@ -7,7 +7,9 @@ same task and start state) and ``info`` after reset and after every step carries
 - ``admissible_actions``: list of strings, or ``None`` where the action space is open;
 - ``anchor``: a hashable key of the true environment state (GiGPO clusters rows by it);
 - ``won``: bool;
-- ``action_valid``: bool, after a step (True after reset).
+- ``action_valid``: bool, after a step (True after reset);
+- optionally ``open_commands``: the commands (``search``) that take any argument at this step,
+  besides the admissible list (whose entries for them are then suggestions).
 
 An action the environment cannot parse or execute never raises: the state stays unchanged,
 ``action_valid`` is False and the observation says why.

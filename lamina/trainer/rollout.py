@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from lamina.agents.parsing import parse_action
+from lamina.agents.parsing import parse_step_action
 from lamina.agents.policy import Generation
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs.runner import EnvGroupRunner
@@ -204,7 +204,7 @@ def collect_rollouts(
         ]
         generations = policy.act(prompts, [infos[t]["admissible_actions"] for t in active], temperature)
         parsed = {
-            t: parse_action(g.text, infos[t]["admissible_actions"])
+            t: parse_step_action(g.text, infos[t])
             for t, g in zip(active, generations, strict=True)
         }
         actions: list[str | None] = [None] * runner.num_envs

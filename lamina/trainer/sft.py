@@ -32,7 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.choose import ChoicePolicy
 from lamina.agents.models import load_model, model_num_blocks, resolve_device
-from lamina.agents.parsing import parse_action
+from lamina.agents.parsing import parse_step_action
 from lamina.agents.policy import HFPolicy
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs import resolve_env_id
@@ -221,7 +221,7 @@ def collect_expert_rows(
                     continue
                 action, admissible = experts[t], infos[t]["admissible_actions"]
                 # The parser decides, as in RL: WebShop's expert searches a query of its own.
-                if action is None or not parse_action(f"<action>{action}</action>", admissible).valid:
+                if action is None or not parse_step_action(f"<action>{action}</action>", infos[t]).valid:
                     done[t] = True
                     continue
                 messages = build_messages(

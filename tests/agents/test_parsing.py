@@ -1,4 +1,4 @@
-from lamina.agents.parsing import parse_action
+from lamina.agents.parsing import parse_action, parse_step_action
 
 ADMISSIBLE = ["go north", "take passkey", "look"]
 
@@ -55,6 +55,9 @@ def test_open_search_needs_a_search_entry_and_a_query():
     assert not parse_action("<action>search[   ]</action>", admissible).valid
     assert not parse_action("<action>search[shoes]</action>", ["click[back to search]"]).valid
     assert not parse_action("<action>find[shoes]</action>", admissible).valid
+    # an environment's open_commands decide where it says them, whatever the list offers
+    assert parse_action("<action>search[shoes]</action>", ["click[back to search]"], ("search",)).valid
+    assert not parse_action("<action>search[shoes]</action>", admissible, ()).valid
 
 
 def test_overlong_action_is_never_sent():
@@ -123,8 +126,17 @@ def test_webshop_generate_mode_action_forms():
     assert p.valid and p.action == "click[next >]"
     _, _, _, _, info = env.step(p.action)
     assert info["action_valid"]
-    # a search where the page has no search bar is not admissible (WebShop's prompt offers none)
+    # WebShop searches from any page: a search on the results page is valid, through the
+    # environment's open_commands (the admissible list alone offers no search there)
+    assert info["open_commands"] == ("search",)
     assert not parse_action("<action>search[tea]</action>", info["admissible_actions"]).valid
+    p = parse_step_action("<action>search[green tea]</action>", info)
+    assert p.valid and p.action == "search[green tea]"
+    _, _, _, _, after = env.step(p.action)
+    assert after["action_valid"] and after["anchor"][:2] == ("results", "green tea")
+    env.reset(seed=2)
+    env.step("search[herbal tea bags]")
+    _, _, _, _, info = env.step("click[next >]")
     # unknown buttons and junk are not admissible; the environment then rejects them too
     for text in ["<action>click[add to cart]</action>", "<action>buy it</action>", "click[next >]"]:
         p = parse_action(text, info["admissible_actions"])

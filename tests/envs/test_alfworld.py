@@ -12,7 +12,7 @@ import gymnasium as gym
 import pytest
 from conftest import shared_path
 
-from lamina.envs.alfworld import SPLITS, TASK_TYPES, ALFWorldEnv
+from lamina.envs.alfworld import SPLITS, TASK_TYPES, ALFWorldEnv, grammar_version
 from lamina.envs.registry import register
 
 # One quick game per task type (under json_2.1.1/), picked by timing load + reset + plan: about 1 s
@@ -361,6 +361,15 @@ def test_both_layouts_load_and_play(tmp_path):
     # the same walkthrough, in each layout's words
     as_213 = [a.replace("put ", "move ", 1).replace(" in/on ", " to ") for a in plays["json_2.1.1"]]
     assert plays["json_2.1.3"] == as_213
+
+
+def test_data_version_follows_the_games_grammar_not_the_folder_name(tmp_path):
+    data = shared_path("alfworld", "json_2.1.1")
+    _to_213(data, tmp_path / "download", QUICK)
+    (tmp_path / "download" / "json_2.1.3").rename(tmp_path / "json_2.1.1")  # move grammar, 2.1.1 name
+    env = ALFWorldEnv(data_path=tmp_path, split="eval_in_distribution")
+    assert env.data_version == "json_2.1.3"
+    assert grammar_version(data / QUICK / "game.tw-pddl") == "json_2.1.1"
 
 
 def test_data_version_picks_a_layout_and_is_checked(tmp_path):

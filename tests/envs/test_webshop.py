@@ -569,7 +569,7 @@ def test_stemmed_search_over_contents():
         if only_in_options:
             break
     assert only_in_options, "no product with an option-only word"
-    assert product.asin in catalog.search(f"{only_in_options[0]} {product.title}")
+    assert product.asin in catalog.search(only_in_options[0])  # the option word alone
 
 
 def test_shared_search_finds_dress_and_dresses_alike():

@@ -286,6 +286,7 @@ class WebShopEnv(TextEnv):
             won=self._won(),
             action_valid=action_valid,
             available_actions=self.available_actions(),
+            open_commands=("search",),  # any query, from any page (listed ones are suggestions)
             **extra,
         )
 

@@ -27,7 +27,7 @@ from uuid import uuid4
 from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
-from lamina.agents.parsing import parse_action
+from lamina.agents.parsing import parse_step_action
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs.registry import make
 
@@ -94,7 +94,7 @@ class EpisodeAgentLoop(AgentLoopBase):
             )
             runtime, logprobs = merged.token_ids, list(merged_logprobs or [])
             text = self.tokenizer.decode(output.token_ids, skip_special_tokens=True)
-            parsed = parse_action(text, info["admissible_actions"])
+            parsed = parse_step_action(text, info)
             observation, reward, terminated, truncated, info = await asyncio.to_thread(
                 env.step, parsed.action
             )

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lamina.agents.parsing import parse_action
+from lamina.agents.parsing import parse_step_action
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 
 
@@ -233,7 +233,7 @@ async def _lock_step(
     )
     texts = [tokenizer.decode(out.token_ids, skip_special_tokens=True) for out in outputs]
     parsed = [
-        parse_action(text, state.infos[t]["admissible_actions"])
+        parse_step_action(text, state.infos[t])
         for t, text in zip(active, texts, strict=True)
     ]
     actions: list[str | None] = [None] * runner.num_envs
