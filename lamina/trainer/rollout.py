@@ -203,10 +203,7 @@ def collect_rollouts(
             for t in active
         ]
         generations = policy.act(prompts, [infos[t]["admissible_actions"] for t in active], temperature)
-        parsed = {
-            t: parse_step_action(g.text, infos[t])
-            for t, g in zip(active, generations, strict=True)
-        }
+        parsed = {t: parse_step_action(g.text, infos[t]) for t, g in zip(active, generations, strict=True)}
         actions: list[str | None] = [None] * runner.num_envs
         for t in active:
             actions[t] = parsed[t].action

@@ -232,10 +232,7 @@ async def _lock_step(
         ]
     )
     texts = [tokenizer.decode(out.token_ids, skip_special_tokens=True) for out in outputs]
-    parsed = [
-        parse_step_action(text, state.infos[t])
-        for t, text in zip(active, texts, strict=True)
-    ]
+    parsed = [parse_step_action(text, state.infos[t]) for t, text in zip(active, texts, strict=True)]
     actions: list[str | None] = [None] * runner.num_envs
     for t, p in zip(active, parsed, strict=True):
         actions[t] = p.action

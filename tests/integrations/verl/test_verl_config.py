@@ -169,18 +169,16 @@ class _FakeRay:
 
 def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch):
     import ray
+    from transformers import LlamaConfig
 
     from lamina.cli import main
-
-    from transformers import LlamaConfig
 
     fake = _FakeRay()
     for name in ("is_initialized", "init", "remote", "get"):
         monkeypatch.setattr(ray, name, getattr(fake, name))
     model = tmp_path / "model"
-    LlamaConfig(num_hidden_layers=16, hidden_size=32, intermediate_size=64, num_attention_heads=2).save_pretrained(
-        model
-    )
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+    LlamaConfig(num_hidden_layers=16, **shape).save_pretrained(model)
     out = tmp_path / "verl-run"
     code = main(
         [
