@@ -26,8 +26,8 @@ from lamina.trainer.train import capturing_prefix, compute_advantages, update_le
 REPEATS = 2
 
 
-def time_update(quick: bool, batch_path: str, layers: str, optimized: bool) -> float:
-    cfg = config(quick, f"layers={layers}")
+def time_update(quick: bool, batch_path: str, layers: str, optimized: bool, *overrides: str) -> float:
+    cfg = config(quick, f"layers={layers}", *overrides)
     learner, policy = build(cfg, optimized)
     batch = load_batch(Path(batch_path))
     advantages = compute_advantages(cfg, batch)

@@ -21,6 +21,7 @@ MODULES = {
     "update": "update phase: one block vs all blocks (time, peak memory)",
     "iteration": "default-job iteration before vs after the optimizations",
     "rollout": "batched rollout vs one call per episode",
+    "precision": "bfloat16 vs float32: update time and log-prob error",
     "trl": "GRPO iteration vs TRL's GRPOTrainer",
     "envs": "environment steps/s vs the raw engines",
 }
