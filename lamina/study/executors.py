@@ -56,9 +56,13 @@ class SweepStatus:
         if show:
             self.show()
 
-    def finish(self, name: str, run_dir: Path, error: str = "") -> None:
+    def finish(self, name: str, run_dir: Path, error: str = "", seconds: float | None = None) -> None:
+        """Marks an arm done or failed; ``seconds`` is its own run time when known (a Ray arm may
+        wait for resources after submission), else the time since ``start``."""
         state = self.states[name]
-        state.seconds = time.perf_counter() - state.started if state.started else None
+        if seconds is None and state.started:
+            seconds = time.perf_counter() - state.started
+        state.seconds = seconds
         state.status, state.error = ("failed", error) if error else ("done", "")
         if not error:
             (run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed try
@@ -116,11 +120,14 @@ def run_serial(
             status.finish(name, run_dir)
 
 
-def _train_arm(cfg: RunConfig) -> str:
-    """Ray task body (module level, so workers import it rather than unpickle a closure)."""
+def _train_arm(cfg: RunConfig) -> float:
+    """Ray task body (module level, so workers import it rather than unpickle a closure); returns
+    the arm's own run time in seconds."""
     from lamina.trainer.train import train
 
-    return str(train(cfg))
+    begin = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - begin
 
 
 def ray_resources(ray, gpus_per_arm: float | None) -> float:
@@ -171,9 +178,9 @@ def _submit_and_wait(
         ready, _ = ray.wait(list(pending), num_returns=1)
         name, run_dir = pending.pop(ready[0])
         try:
-            ray.get(ready[0])
+            seconds = ray.get(ready[0])
         except Exception as err:  # a RayTaskError wraps the arm's own exception
             cause = getattr(err, "cause", None) or err
             status.finish(name, run_dir, _record_failure(run_dir, cause))
         else:
-            status.finish(name, run_dir)
+            status.finish(name, run_dir, seconds=seconds)

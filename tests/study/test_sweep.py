@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -203,8 +204,11 @@ def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
     arms = [Arm("base", 0), Arm("block", 0, 3)]
     jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
     status = SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+    begin = time.perf_counter()
     run_ray(jobs, status, address=None, gpus_per_arm=None, cpus_per_arm=1)
+    wall = time.perf_counter() - begin
     assert [s.status for s in status.states.values()] == ["done", "done"]
+    assert all(0 < s.seconds < wall for s in status.states.values())  # each arm's own run time
     for name in ("base-seed0", "block03-seed0"):
         assert json.loads((tmp_path / name / "eval.json").read_text())["episodes"] == 2
     assert (tmp_path / "block03-seed0" / "checkpoints" / "iter_000000" / "trainable.safetensors").exists()
