@@ -9,7 +9,8 @@ Scoring shares each prompt's KV cache across its candidates. One forward runs th
 prompts; a second runs, per prompt row, all of its candidates packed one after another, with a 4D
 attention mask in which every candidate token sees the prompt and the earlier tokens of its own
 candidate only, and positions that restart after the prompt for each candidate. Each prompt is thus
-encoded once, and its cache is neither copied nor repeated per candidate.
+encoded once, and its cache is neither copied nor repeated per candidate; a prefix several prompts
+share (system text, task) is encoded once for all of them where that saves compute (``shared_prefix``).
 
 The update uses the same packed forward with gradients: log pi(a|s) = s_a/T - logsumexp_k(s_k/T),
 whose gradient (1/T)(grad s_a - sum_k pi_k grad s_k) is the policy's own. The chosen continuation's
