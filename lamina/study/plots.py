@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def plot_comparison(
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="tab:gray", linestyle=":", label="A = B")
     ax.set_xlabel(f"{quantity} in {names[0]}")
     ax.set_ylabel(f"{quantity} in {names[1]}")
-    ax.set_title(caption, fontsize=9)
+    ax.set_title(textwrap.fill(caption, 70), fontsize=9)  # a one-line caption overflowed the figure
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
