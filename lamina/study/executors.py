@@ -120,11 +120,15 @@ def run_serial(
             status.finish(name, run_dir)
 
 
-def _train_arm(cfg: RunConfig) -> float:
+def _train_arm(cfg: RunConfig, cpus: float = 1.0) -> float:
     """Ray task body (module level, so workers import it rather than unpickle a closure); returns
-    the arm's own run time in seconds."""
+    the arm's own run time in seconds. Torch gets the arm's CPUs as threads: arms that each took
+    every core would slow one another down far more than they gain."""
+    import torch
+
     from lamina.trainer.train import train
 
+    torch.set_num_threads(max(1, int(cpus)))
     begin = time.perf_counter()
     train(cfg)
     return time.perf_counter() - begin
@@ -171,7 +175,7 @@ def _submit_and_wait(
     for name, cfg in jobs:
         if gpus > 0 and str(cfg.trainer.device).startswith("cuda"):
             cfg.trainer.device = "cuda"  # the one GPU Ray gives this worker, whatever its global index
-        pending[task.remote(cfg)] = (name, Path(cfg.trainer.output_dir))
+        pending[task.remote(cfg, cpus)] = (name, Path(cfg.trainer.output_dir))
         status.start(name, "submitted", show=False)
     status.show()
     while pending:
