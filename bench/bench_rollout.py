@@ -52,7 +52,7 @@ def prefix_rates(quick: bool, batch_path: str) -> tuple[float, float, float]:
         rows = [list(p) for p in dict.fromkeys(tuple(prompts[i]) for i in step)]  # distinct states
         total += sum(len(r) for r in rows)
         plan = plan_prefixes(rows)
-        if plan is not None and plan.worth_it(rows):
+        if plan is not None:
             skipped += sum(plan.shared) - sum(len(h) for h in plan.heads)
     policy.candidate_scores(prompts[:1], batch.candidates[:1])  # warm-up
     rates = []

@@ -205,7 +205,7 @@ def _two_forwards(
     body = decoder(model)
     plan = plan_prefixes(prompts) if share and prompt_embeds is None else None
     with autocast_context(model):
-        if plan is not None and plan.worth_it(prompts):
+        if plan is not None:
             prompt_h, prompt_mask, cache = shared_prompt_forward(body, prompts, plan, pad_id, device)
         else:
             prompt_ids, prompt_mask = left_pad(prompts, pad_id)  # (B, P)

@@ -7,9 +7,9 @@ gathered out to the cluster's rows, and each row's remaining tokens run over it.
 then ``[pads][cluster prefix][pads][own tokens]``, with the padding masked and positions counted
 over real tokens only, so every token sees exactly what it sees in the unshared forward.
 
-Sharing is planned per micro-batch and used only when the padded token count it runs is clearly
-below the unshared one (``PrefixPlan.worth_it``): with one shared system text and long, varied
-tails it would only add a forward.
+Sharing is planned per micro-batch, and a plan exists only when the padded token count it runs is
+clearly below the unshared one (``PrefixPlan.worth_it``): with one shared system text and long,
+varied tails it would only add a forward.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def plan_prefixes(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED
     smallest common prefix of its neighbours (at most each row's length - 1: every row keeps its
     last token). Splitting the sorted rows into runs that maximise the tokens skipped,
     sum (n_c - 1) * p_c, is a small dynamic programme (B <= a micro-batch). Runs shorter than
-    ``min_tokens`` or of one row are not shared. Returns None when nothing is shared."""
+    ``min_tokens`` or of one row are not shared. Returns None when nothing is shared or sharing
+    would not save padded compute (``PrefixPlan.worth_it``)."""
     order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
     n = len(order)
     own = [len(prompts[i]) - 1 for i in order]
@@ -90,7 +91,8 @@ def plan_prefixes(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED
         j = i
     if not heads:
         return None
-    return PrefixPlan(cluster, shared, heads)
+    plan = PrefixPlan(cluster, shared, heads)
+    return plan if plan.worth_it(prompts) else None
 
 
 def shared_prompt_forward(body, prompts: Sequence[Sequence[int]], plan: PrefixPlan, pad_id: int, device):

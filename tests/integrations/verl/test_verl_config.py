@@ -3,6 +3,8 @@ keys land where verl reads them, and bad values are one-line ConfigErrors."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -148,20 +150,8 @@ class _FakeRay:
         self.init_kwargs = kwargs
 
     def remote(self, **_):
-        fake = self
-
-        class Actor:
-            @staticmethod
-            def remote():
-                class Handle:
-                    class run:
-                        @staticmethod
-                        def remote(config):
-                            fake.configs.append(config)
-
-                return Handle
-
-        return lambda cls: Actor
+        run = SimpleNamespace(remote=self.configs.append)  # runner.run.remote(config)
+        return lambda cls: SimpleNamespace(remote=lambda: SimpleNamespace(run=run))
 
     def get(self, value):
         return value
