@@ -6,11 +6,13 @@ log-probs given the prompt (``score="sum"``) or their mean (``score="mean"``, TW
 normalisation against the bias towards short actions).
 
 Scoring shares each prompt's KV cache across its candidates. One forward runs the (left-padded)
-prompts; a second runs, per prompt row, all of its candidates packed one after another, with a 4D
-attention mask in which every candidate token sees the prompt and the earlier tokens of its own
-candidate only, and positions that restart after the prompt for each candidate. Each prompt is thus
-encoded once, and its cache is neither copied nor repeated per candidate; a prefix several prompts
-share (system text, task) is encoded once for all of them where that saves compute (``shared_prefix``).
+prompts; a second runs, per prompt row, its candidates packed as a token trie: candidates that begin
+alike (``<action>go to ...``) share the nodes of their common beginning, so each distinct
+(prefix, token) is run once. A 4D attention mask lets every node see the prompt and its own
+ancestors only, and its position is the prompt length plus its depth, so each node's state is the
+one it has in its candidate's own sequence. Each prompt is thus encoded once, its cache is neither
+copied nor repeated per candidate, and a prefix several prompts share (system text, task) is
+encoded once for all of them where that saves compute (``shared_prefix``).
 
 The update uses the same packed forward with gradients: log pi(a|s) = s_a/T - logsumexp_k(s_k/T),
 whose gradient (1/T)(grad s_a - sum_k pi_k grad s_k) is the policy's own. The chosen continuation's
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lamina.agents.logprobs import autocast_context, decoder, first_token_log_probs, gather_log_probs
+from lamina.agents.logprobs import autocast_context, decoder, gather_log_probs
 from lamina.agents.policy import Generation, HFPolicy, left_pad
 from lamina.agents.prefix import PrefixStore, block_range, pad_states
 from lamina.agents.shared_prefix import plan_prefixes, shared_prompt_forward
@@ -65,24 +67,18 @@ def candidate_distribution(scores: torch.Tensor, temperature: float) -> torch.Te
     return probs
 
 
-def _packed_mask(prompt_mask: torch.Tensor, segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask (B, 1, Q, P + Q) for candidates packed after a cached prompt.
+def _packed_mask(prompt_mask: torch.Tensor, packing: _Packing, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask (B, 1, Q, P + Q) for candidate tries packed after a cached prompt.
 
     Args:
         prompt_mask: (B, P), 1 on real prompt tokens (left padding is 0).
-        segments: (B, Q), the candidate index of each packed token, -1 on right padding.
     Returns:
-        0 where a query may attend, the dtype's minimum elsewhere. A candidate token sees the real
-        prompt tokens and the tokens of its own candidate up to itself; padding sees only itself.
+        0 where a query may attend, the dtype's minimum elsewhere. A trie node sees the real prompt
+        tokens, its ancestors and itself; padding sees only itself.
     """
-    q = segments.shape[1]
-    causal = torch.ones((q, q), dtype=torch.bool, device=segments.device).tril()  # (Q, Q)
-    same = (segments[:, :, None] == segments[:, None, :]) & causal  # (B, Q, Q)
-    real = segments >= 0  # (B, Q)
-    same = (same & real[:, :, None]) | torch.eye(q, dtype=torch.bool, device=segments.device)
-    sees_prompt = prompt_mask.bool()[:, None, :] & real[:, :, None]  # (B, Q, P)
-    allowed = torch.cat([sees_prompt, same], dim=-1)  # (B, Q, P + Q)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
+    sees_prompt = prompt_mask.bool()[:, None, :] & packing.real[:, :, None]  # (B, Q, P)
+    allowed = torch.cat([sees_prompt, packing.ancestors], dim=-1)  # (B, Q, P + Q)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
 
@@ -98,34 +94,26 @@ def _compute_dtype(body: torch.nn.Module, device: torch.device) -> torch.dtype:
 class PackedScores:
     """Token log-probs of every candidate of B prompts, from one shared-cache forward.
 
-    ``first`` (B, K_max): log p(first token of candidate k | prompt). ``rest`` (B, Q): at packed
-    position j, log p(packed token j + 1 | ...), meaningful where ``follows[b, j]`` (token j + 1
-    belongs to the same candidate as token j). ``segments`` (B, Q): candidate of each packed token,
-    -1 on padding. ``lengths`` (B, K_max): tokens per candidate, 0 where a row has fewer.
-    ``starts[b][k]``: packed offset of candidate k.
+    ``nodes`` (B, Q): log p(token of trie node j | prompt and j's ancestors), 0 on padding.
+    ``paths`` (B, K_max, Q): 1 where node j lies on candidate k's path. ``lengths`` (B, K_max):
+    tokens per candidate, 0 where a row has fewer. ``node_paths[b][k]``: candidate k's node indices.
     """
 
-    first: torch.Tensor
-    rest: torch.Tensor
-    segments: torch.Tensor
-    follows: torch.Tensor
+    nodes: torch.Tensor
+    paths: torch.Tensor
     lengths: torch.Tensor
-    starts: list[list[int]]
+    node_paths: list[list[list[int]]]
 
     def candidate_scores(self, mode: str) -> torch.Tensor:
         """(B, K_max) scores (sum or mean of token log-probs); -inf where a row has no candidate k."""
-        b, k_max = self.first.shape
-        contrib = torch.where(self.follows, self.rest, torch.zeros_like(self.rest))
-        total = self.first.clone()
-        total = total.scatter_add(1, self.segments.clamp(min=0), contrib)  # padding adds 0 to slot 0
+        total = torch.einsum("bkq,bq->bk", self.paths.to(self.nodes.dtype), self.nodes)
         if mode == "mean":
             total = total / self.lengths.clamp(min=1).to(total.dtype)
         return total.masked_fill(self.lengths == 0, float("-inf"))
 
     def token_log_probs(self, row: int, k: int) -> torch.Tensor:
         """(R_k,) token log-probs of candidate k of row ``row``."""
-        n, start = int(self.lengths[row, k]), self.starts[row][k]
-        return torch.cat([self.first[row, k].reshape(1), self.rest[row, start : start + n - 1]])
+        return self.nodes[row, self.node_paths[row][k]]
 
 
 def state_key(prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> Hashable:
@@ -148,47 +136,87 @@ def distinct(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
 
 @dataclass
 class _Packing:
-    """B rows' candidates packed one after another, right padded to Q (all (B, Q) or (B, K_max))."""
+    """B rows' candidate tries, right padded to Q nodes.
+
+    ``ids``, ``parents`` (packed index of the parent node, -1 at depth 0 and on padding),
+    ``positions``, ``real``: (B, Q). ``ancestors`` (B, Q, Q): node i sees node j (an ancestor or
+    itself; padding sees itself). ``paths`` (B, K_max, Q), ``lengths`` (B, K_max), ``node_paths``
+    and ``counts`` (nodes per row) as in ``PackedScores``.
+    """
 
     ids: torch.Tensor
-    segments: torch.Tensor
+    parents: torch.Tensor
     positions: torch.Tensor
-    first_ids: torch.Tensor
+    real: torch.Tensor
+    ancestors: torch.Tensor
+    paths: torch.Tensor
     lengths: torch.Tensor
-    starts: list[list[int]]
+    node_paths: list[list[list[int]]]
+    counts: list[int]
+
+
+def _trie(conts: Sequence[Sequence[int]], share: bool = True) -> tuple[list[int], list[int], list[list[int]]]:
+    """(token, parent) of each node, children after parents, and each continuation's node path;
+    without ``share`` every continuation keeps its own nodes (one chain each)."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    index: dict[tuple[int, ...], int] = {}
+    paths = []
+    for k, cont in enumerate(conts):
+        if not cont:
+            raise ValueError(f"continuation {k} of a prompt is empty")
+        parent, path = -1, []
+        for token in cont:
+            key = (parent, token) if share else (k, parent, token)
+            node = index.get(key)
+            if node is None:
+                node = index[key] = len(tokens)
+                tokens.append(int(token))
+                parents.append(parent)
+            path.append(node)
+            parent = node
+        paths.append(path)
+    return tokens, parents, paths
 
 
 def _pack(
-    prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]], pad_id: int
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+    share: bool = True,
 ) -> _Packing:
-    b = len(prompts)
-    q = max(sum(len(c) for c in conts) for conts in continuations)
+    tries = [_trie(conts, share) for conts in continuations]
+    b, q = len(prompts), max(len(tokens) for tokens, _, _ in tries)
     k_max = max(len(conts) for conts in continuations)
     ids = torch.full((b, q), pad_id, dtype=torch.long)
-    segments = torch.full((b, q), -1, dtype=torch.long)
+    parents = torch.full((b, q), -1, dtype=torch.long)
     positions = torch.zeros((b, q), dtype=torch.long)
-    first_ids = torch.full((b, k_max), pad_id, dtype=torch.long)
+    ancestors = torch.eye(q, dtype=torch.bool).repeat(b, 1, 1)
+    paths = torch.zeros((b, k_max, q), dtype=torch.bool)
     lengths = torch.zeros((b, k_max), dtype=torch.long)
-    starts: list[list[int]] = []
-    for row, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
-        offset, row_starts = 0, []
-        for k, cont in enumerate(conts):
-            if not cont:
-                raise ValueError(f"continuation {k} of a prompt is empty")
-            n = len(cont)
-            ids[row, offset : offset + n] = torch.as_tensor(cont, dtype=torch.long)
-            segments[row, offset : offset + n] = k
-            positions[row, offset : offset + n] = len(prompt) + torch.arange(n)
-            first_ids[row, k], lengths[row, k] = cont[0], n
-            row_starts.append(offset)
-            offset += n
-        starts.append(row_starts)
-    return _Packing(ids, segments, positions, first_ids, lengths, starts)
+    for row, (prompt, (tokens, row_parents, row_paths)) in enumerate(zip(prompts, tries, strict=True)):
+        n = len(tokens)
+        ids[row, :n] = torch.as_tensor(tokens, dtype=torch.long)
+        parents[row, :n] = torch.as_tensor(row_parents, dtype=torch.long)
+        depth = [0] * n
+        for j, parent in enumerate(row_parents):  # parents come first, so their rows are complete
+            if parent >= 0:
+                depth[j] = depth[parent] + 1
+                ancestors[row, j] |= ancestors[row, parent]
+        positions[row, :n] = len(prompt) + torch.as_tensor(depth, dtype=torch.long)
+        for k, path in enumerate(row_paths):
+            paths[row, k, path] = True
+            lengths[row, k] = len(path)
+    real = torch.arange(q)[None, :] < torch.as_tensor([len(t) for t, _, _ in tries])[:, None]
+    return _Packing(
+        ids, parents, positions, real, ancestors, paths, lengths,
+        [p for _, _, p in tries], [len(t) for t, _, _ in tries],
+    )
 
 
 def _to_device(packing: _Packing, device: torch.device) -> _Packing:
-    packing.ids, packing.segments = packing.ids.to(device), packing.segments.to(device)
-    packing.positions = packing.positions.to(device)
+    for name in ("ids", "parents", "positions", "real", "ancestors", "paths", "lengths"):
+        setattr(packing, name, getattr(packing, name).to(device))
     return packing
 
 
@@ -218,7 +246,7 @@ def _two_forwards(
                 use_cache=True,
             )
             prompt_h, cache = out.last_hidden_state, out.past_key_values
-        mask = _packed_mask(prompt_mask, packing.segments, _compute_dtype(body, device))
+        mask = _packed_mask(prompt_mask, packing, _compute_dtype(body, device))
         hidden = body(
             input_ids=None if packed_embeds is not None else packing.ids,
             inputs_embeds=packed_embeds,
@@ -237,12 +265,11 @@ def _fill_prefix(model, store: PrefixStore, keys, prompts, continuations, pad_id
     if not missing:
         return
     rows = [prompts[i] for i in missing]
-    packing = _to_device(_pack(rows, [continuations[i] for i in missing], pad_id), device)
+    packing = _to_device(_pack(rows, [continuations[i] for i in missing], pad_id, share), device)
     with block_range(model, 0, store.start):
         prompt_h, prompt_mask, packed_h = _two_forwards(model, rows, pad_id, packing, device, share=share)
     for j, i in enumerate(missing):
-        q = sum(len(c) for c in continuations[i])
-        store.states[keys[i]] = (prompt_h[j, prompt_mask[j].bool()], packed_h[j, :q])
+        store.states[keys[i]] = (prompt_h[j, prompt_mask[j].bool()], packed_h[j, : packing.counts[j]])
 
 
 def packed_scores(
@@ -257,10 +284,12 @@ def packed_scores(
 
     With a ``prefix`` store whose ``start`` is k > 0, the forwards run blocks k..L-1 from the stored
     states entering block k (computing and storing any that are missing, without autograd).
-    ``share_prefixes`` encodes a prompt prefix common to several rows once (token-id inputs only)."""
+    ``share_prefixes`` encodes a prompt prefix common to several rows once (token-id inputs only)
+    and the common beginning of a row's candidates once (the trie); without it each candidate is
+    packed whole (the plain path, kept to time against)."""
     device = next(model.parameters()).device
     # Each row's candidates packed one after another, right padded to Q.
-    packing = _to_device(_pack(prompts, continuations, pad_id), device)
+    packing = _to_device(_pack(prompts, continuations, pad_id, share_prefixes), device)
     if prefix is not None and prefix.start > 0:
         keys = [state_key(p, c) for p, c in zip(prompts, continuations, strict=True)]
         _fill_prefix(model, prefix, keys, prompts, continuations, pad_id, device, share_prefixes)
@@ -273,16 +302,14 @@ def packed_scores(
             )
     else:
         prompt_h, _, hidden = _two_forwards(model, prompts, pad_id, packing, device, share=share_prefixes)
-    ids, segments = packing.ids, packing.segments
     with autocast_context(model):
-        # A candidate's first token comes from the prompt's last hidden state, the rest from the
-        # previous packed position (chunked head: no (B, Q, V) log-softmax copy).
-        first = first_token_log_probs(model, prompt_h[:, -1], packing.first_ids.to(device))  # (B, K_max)
-        next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, Q); the wrapped column is unused
-        rest, _ = gather_log_probs(model, hidden, next_ids)
-    next_segments = torch.cat([segments[:, 1:], torch.full_like(segments[:, :1], -1)], dim=1)
-    follows = (segments >= 0) & (next_segments == segments)
-    return PackedScores(first, rest, segments, follows, packing.lengths.to(device), packing.starts)
+        # A node's token is predicted by its parent's state, a depth-0 node's by the prompt's last
+        # (chunked head: no (B, Q, V) log-softmax copy).
+        sources = torch.cat([prompt_h[:, -1:], hidden], dim=1)  # (B, 1 + Q, H)
+        index = (packing.parents + 1)[:, :, None].expand(-1, -1, sources.shape[-1])
+        nodes, _ = gather_log_probs(model, sources.gather(1, index), packing.ids)  # (B, Q)
+    nodes = torch.where(packing.real, nodes, torch.zeros_like(nodes))
+    return PackedScores(nodes, packing.paths, packing.lengths, packing.node_paths)
 
 
 class ChoicePolicy:
@@ -328,8 +355,9 @@ class ChoicePolicy:
         self.score_mode = score
         # Set by the trainer during a training rollout: scoring then keeps the frozen-prefix states.
         self.prefix_store: PrefixStore | None = None
-        # One forward per distinct (prompt, candidates) state, and a prompt prefix common to several
-        # distinct states encoded once; off only to time the plain paths.
+        # One forward per distinct (prompt, candidates) state, a prompt prefix common to several
+        # distinct states encoded once, and a row's candidates packed as a trie; off only to time
+        # the plain paths.
         self.share_states = True
         self.share_prefixes = True
 

@@ -92,14 +92,6 @@ def gather_log_probs(
     return log_probs, (out[:, 1].reshape(shape) if with_entropy else None)
 
 
-def first_token_log_probs(
-    model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
-    """log p(target | one position) for K targets per row: ``hidden`` (B, H), ``targets`` (B, K) ->
-    (B, K). One head evaluation per row, however many candidates share it."""
-    return torch.log_softmax(_head_logits(model, hidden), dim=-1).gather(-1, targets)
-
-
 @dataclass
 class PackedRows:
     """Rows laid out as [left-padded prompt | right-padded response]; every response starts at P.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamina.agents.choose import Choice, ChoicePolicy, candidate_distribution
+from lamina.agents.choose import Choice, ChoicePolicy, _pack, candidate_distribution
 from lamina.agents.parsing import parse_action
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.trainer.update import pack_rows, response_log_probs
@@ -146,3 +146,28 @@ def test_eager_attention_scores_like_sdpa(policy, prompts, tiny_model):
     ):
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, atol=2e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_candidates_that_begin_alike_share_trie_nodes_and_keep_their_scores(policy, prompts):
+    # "go" is a prefix of "go north"'s text, two candidates are identical, "go to shelf 1/2" differ
+    # in their last character only: each (prefix, token) is run once, every score stays exact.
+    actions = ["go", "go north", "go north", "go to shelf 1", "go to shelf 2", "look"]
+    conts = policy.continuation_ids(actions)
+    packing = _pack([prompts[0]], [conts], policy.tokenizer.pad_token_id)
+    prefixes = {tuple(c[:d]) for c in conts for d in range(1, len(c) + 1)}
+    assert packing.counts == [len(prefixes)] < [sum(map(len, conts)) - 8]
+    for k, path in enumerate(packing.node_paths[0]):
+        assert packing.ids[0, path].tolist() == conts[k]
+        # a node sees exactly the nodes on its own path up to itself
+        assert packing.ancestors[0, path[-1]].nonzero().flatten().tolist() == sorted(path)
+    got = policy.score([prompts[0]], [conts])[0]
+    for have, want in zip(got, naive_log_probs(policy, prompts[0], conts), strict=True):
+        torch.testing.assert_close(have, want, atol=2e-4, rtol=0)
+    torch.testing.assert_close(got[1], got[2], atol=0, rtol=0)
+
+
+def test_without_sharing_every_candidate_keeps_its_own_nodes(policy, prompts):
+    conts = policy.continuation_ids(["go north", "go south"])
+    plain = _pack([prompts[0]], [conts], policy.tokenizer.pad_token_id, share=False)
+    assert plain.counts == [sum(map(len, conts))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamina.agents.choose import ChoicePolicy, packed_scores
+from lamina.agents.choose import ChoicePolicy, _pack, packed_scores
 from lamina.agents.prefix import PrefixStore
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.agents.shared_prefix import MIN_SHARED_TOKENS, plan_prefixes
@@ -103,10 +103,15 @@ def test_prefix_store_states_from_a_shared_forward_equal_the_plain_ones(tiny_mod
         stores[share] = PrefixStore(2)
         packed_scores(tiny_model, prompts, conts, tokenizer.pad_token_id, stores[share], share)
     assert stores[True].states.keys() == stores[False].states.keys()
-    for key, (prompt_h, packed_h) in stores[False].states.items():
+    for i, (key, (prompt_h, packed_h)) in enumerate(stores[False].states.items()):
         torch.testing.assert_close(stores[True].states[key][0], prompt_h, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(stores[True].states[key][1], packed_h, atol=1e-5, rtol=1e-5)
-        assert prompt_h.shape[0] == len(prompts[[*stores[False].states].index(key)])
+        assert prompt_h.shape[0] == len(prompts[i])
+        # Shared, a row's candidates are a trie; plain, one chain each: compare candidate by candidate.
+        trie, chains = (_pack([prompts[i]], [conts[i]], 0, share).node_paths[0] for share in (True, False))
+        for shared_path, plain_path in zip(trie, chains, strict=True):
+            torch.testing.assert_close(
+                stores[True].states[key][1][shared_path], packed_h[plain_path], atol=1e-5, rtol=1e-5
+            )
 
 
 def test_choices_and_update_log_probs_do_not_depend_on_sharing(tiny_model, tokenizer):
