@@ -3,8 +3,9 @@
     python -m bench.bench_alfworld_choose [--steps 6] [--games 16] [--skip-speed]
 
 1. Speed. The first ``--steps`` lock-steps of a training rollout (2 tasks x 4 copies, SmolLM2-135M,
-   untrained), before issue 9 (every row scored on its own) and after (a group's copies in the
-   same state scored once), in fresh processes: seconds per lock-step split into the environments'
+   untrained), before issue 9 (every row scored on its own, each candidate packed whole) and after
+   (a group's copies in the same state scored once, a common prompt prefix run once, each row's
+   candidates packed as a trie), in fresh processes: seconds per lock-step split into the environments'
    step and the policy's scoring, with the prompt length, the number of admissible actions and the
    packed candidate tokens per row. One iteration of 50 lock-steps is extrapolated from these
    (later lock-steps share fewer states than the first ones, so the "after" extrapolation is a

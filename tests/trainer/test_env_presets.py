@@ -32,3 +32,12 @@ def test_textworld_hard_is_level_3_with_8_steps(tmp_path):
     _, info = env.reset(seed=0)
     assert info["admissible_actions"] and info["task"]
     env.close()
+
+
+def test_the_documented_textworld_hard_recipe_is_a_valid_run(tmp_path):
+    # The command in configs/env/textworld_hard.yaml and the README, measured there to learn.
+    recipe = "env=textworld_hard algorithm=gigpo rollout.batch_size=4 trainer.iterations=6".split()
+    assert " ".join(recipe) in (Path(config_dir()) / "env" / "textworld_hard.yaml").read_text()
+    cfg = compose_config([*recipe, f"trainer.output_dir={tmp_path}"])
+    assert validate(cfg)
+    assert cfg.algorithm.estimator == "gigpo" and cfg.rollout.batch_size * cfg.rollout.group_size == 16
