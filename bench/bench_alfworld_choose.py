@@ -1,6 +1,6 @@
 """ALFWorld in choose mode: where a lock-step's time goes, and sum vs mean candidate scores.
 
-    python -m bench.bench_alfworld_choose [--steps 6] [--games 16] [--skip-speed]
+    python -m bench.bench_alfworld_choose [--steps 6] [--games 16] [--skip-speed] [--skip-scores]
 
 1. Speed. The first ``--steps`` lock-steps of a training rollout (2 tasks x 4 copies, SmolLM2-135M,
    untrained), before issue 9 (every row scored on its own, each candidate packed whole) and after
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--games", type=int, default=16)
     parser.add_argument("--skip-speed", action="store_true", help="only the scores against the planner")
+    parser.add_argument("--skip-scores", action="store_true", help="only the lock-step timings")
     args = parser.parse_args()
     variants = [
         ("before", False, ()),
@@ -141,7 +142,7 @@ def main() -> None:
                 f"{50 * per_step / 60:.1f} min",
                 flush=True,
             )
-    for label, _, overrides in variants[1:]:
+    for label, _, overrides in [] if args.skip_scores else variants[1:]:
         result, _ = in_fresh_process(expert_agreement, args.games, *overrides)
         print(label, result, flush=True)
 

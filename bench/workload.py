@@ -6,6 +6,7 @@ Full size: SmolLM2-135M on the default TextWorld task (2 tasks x 4 copies, choos
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import tempfile
 from pathlib import Path
@@ -71,6 +72,18 @@ def rollout_batch(quick: bool, path: Path) -> Path:
 
 def load_batch(path: Path) -> RolloutBatch:
     return pickle.loads(Path(path).read_bytes())
+
+
+ROW_FIELDS = ("prompt_ids", "response_ids", "old_log_probs", "rewards", "traj_ids", "step_ids",
+              "group_ids", "anchors", "action_valid", "candidates", "chosen")
+
+
+def keep_first_rows(path: Path, n: int) -> Path:
+    """Rewrites the pickled batch at ``path`` with its first ``n`` rows (episode fields kept)."""
+    batch = load_batch(path)
+    rows = {f: getattr(batch, f)[:n] for f in ROW_FIELDS if getattr(batch, f) is not None}
+    path.write_bytes(pickle.dumps(dataclasses.replace(batch, **rows)))
+    return path
 
 
 def timed_iterations(quick: bool, optimized: bool, iterations: int, *overrides: str) -> list[dict]:
