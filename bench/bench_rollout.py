@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.common import Row, in_fresh_process
 from bench.workload import build, config, load_batch, rollout_batch
+from lamina.agents.choose import candidate_trie
 from lamina.agents.shared_prefix import plan_prefixes
 
 
@@ -40,17 +41,21 @@ def choose_rates(quick: bool, batch_path: str) -> tuple[float, float]:
     return batched, len(prompts) / (time.perf_counter() - begin)
 
 
-def prefix_rates(quick: bool, batch_path: str) -> tuple[float, float, float]:
-    """Choose-mode decisions/s per lock-step with a common prompt prefix encoded once per cluster
-    of rows vs every prompt whole, and the fraction of prompt tokens the plans skip."""
+def prefix_rates(quick: bool, batch_path: str) -> tuple[float, float, float, float]:
+    """Choose-mode decisions/s per lock-step with shared prefixes (a common prompt prefix encoded
+    once per cluster of rows, each row's candidates as a trie) vs every prompt and candidate whole,
+    and the fractions of prompt and of candidate tokens that sharing skips."""
     _, policy = build(config(quick, "layers=none"))
     batch = load_batch(Path(batch_path))
     prompts = [p.tolist() for p in batch.prompt_ids]
     steps = _by_step(batch)
-    skipped = total = 0
+    skipped = total = cand_total = cand_nodes = 0
     for step in steps:
         rows = [list(p) for p in dict.fromkeys(tuple(prompts[i]) for i in step)]  # distinct states
         total += sum(len(r) for r in rows)
+        for i in {tuple(prompts[i]): i for i in step}.values():
+            cand_total += sum(map(len, batch.candidates[i]))
+            cand_nodes += len(candidate_trie(batch.candidates[i])[0])
         plan = plan_prefixes(rows)
         if plan is not None:
             skipped += sum(plan.shared) - sum(len(h) for h in plan.heads)
@@ -62,7 +67,7 @@ def prefix_rates(quick: bool, batch_path: str) -> tuple[float, float, float]:
         for step in steps:
             policy.candidate_scores([prompts[i] for i in step], [batch.candidates[i] for i in step])
         rates.append(len(prompts) / (time.perf_counter() - begin))
-    return rates[0], rates[1], skipped / total
+    return rates[0], rates[1], skipped / total, 1 - cand_nodes / cand_total
 
 
 def generate_rates(quick: bool, batch_path: str) -> tuple[float, float]:
@@ -84,7 +89,7 @@ def rows(quick: bool) -> list[Row]:
         n = len(load_batch(Path(path)))
         (c_batched, c_single), _ = in_fresh_process(choose_rates, quick, path)
         (g_batched, g_single), _ = in_fresh_process(generate_rates, quick, path)
-        (p_shared, p_plain, p_skipped), _ = in_fresh_process(prefix_rates, quick, path)
+        (p_shared, p_plain, p_skipped, c_skipped), _ = in_fresh_process(prefix_rates, quick, path)
     return [
         Row(
             f"choose mode: decisions/s over {n} rollout states, per lock-step vs per episode",
@@ -103,13 +108,13 @@ def rows(quick: bool) -> list[Row]:
             g_batched > g_single,
         ),
         Row(
-            f"choose mode: decisions/s, a common prompt prefix encoded once vs whole prompts "
-            f"({p_skipped:.0%} of prompt tokens skipped)",
+            f"choose mode: decisions/s, shared prefixes vs whole prompts and candidates (skipped: "
+            f"{p_skipped:.0%} of prompt tokens, {c_skipped:.0%} of candidate tokens by the trie)",
             f"{p_plain:.1f}/s",
             f"{p_shared:.1f}/s",
             p_shared / p_plain,
             "> 1x (rate) where prefixes are shared",
-            (p_shared > p_plain) if p_skipped > 0 else None,
+            (p_shared > p_plain) if p_skipped + c_skipped > 0 else None,
         ),
     ]
 

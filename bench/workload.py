@@ -74,8 +74,19 @@ def load_batch(path: Path) -> RolloutBatch:
     return pickle.loads(Path(path).read_bytes())
 
 
-ROW_FIELDS = ("prompt_ids", "response_ids", "old_log_probs", "rewards", "traj_ids", "step_ids",
-              "group_ids", "anchors", "action_valid", "candidates", "chosen")
+ROW_FIELDS = (
+    "prompt_ids",
+    "response_ids",
+    "old_log_probs",
+    "rewards",
+    "traj_ids",
+    "step_ids",
+    "group_ids",
+    "anchors",
+    "action_valid",
+    "candidates",
+    "chosen",
+)
 
 
 def keep_first_rows(path: Path, n: int) -> Path:

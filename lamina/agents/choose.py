@@ -155,7 +155,9 @@ class _Packing:
     counts: list[int]
 
 
-def _trie(conts: Sequence[Sequence[int]], share: bool = True) -> tuple[list[int], list[int], list[list[int]]]:
+def candidate_trie(
+    conts: Sequence[Sequence[int]], share: bool = True
+) -> tuple[list[int], list[int], list[list[int]]]:
     """(token, parent) of each node, children after parents, and each continuation's node path;
     without ``share`` every continuation keeps its own nodes (one chain each)."""
     tokens: list[int] = []
@@ -185,7 +187,7 @@ def _pack(
     pad_id: int,
     share: bool = True,
 ) -> _Packing:
-    tries = [_trie(conts, share) for conts in continuations]
+    tries = [candidate_trie(conts, share) for conts in continuations]
     b, q = len(prompts), max(len(tokens) for tokens, _, _ in tries)
     k_max = max(len(conts) for conts in continuations)
     ids = torch.full((b, q), pad_id, dtype=torch.long)
@@ -209,8 +211,15 @@ def _pack(
             lengths[row, k] = len(path)
     real = torch.arange(q)[None, :] < torch.as_tensor([len(t) for t, _, _ in tries])[:, None]
     return _Packing(
-        ids, parents, positions, real, ancestors, paths, lengths,
-        [p for _, _, p in tries], [len(t) for t, _, _ in tries],
+        ids,
+        parents,
+        positions,
+        real,
+        ancestors,
+        paths,
+        lengths,
+        [p for _, _, p in tries],
+        [len(t) for t, _, _ in tries],
     )
 
 
