@@ -31,7 +31,8 @@ class Row:
     met: bool | None = None  # None: no target to meet (context rows)
 
     def cells(self) -> list[str]:
-        ratio = f"{self.ratio:.2f}x" if math.isfinite(self.ratio) else "n/a"
+        # Three significant digits: a small ratio (an error over its bound) must not print as 0.00x.
+        ratio = f"{self.ratio:.3g}x" if math.isfinite(self.ratio) else "n/a"
         met = "" if self.met is None else ("yes" if self.met else "**no**")
         return [self.what, self.baseline, self.lamina, ratio, self.target, met]
 

@@ -29,5 +29,5 @@ def test_quick_bench_writes_a_table_with_finite_ratios(tmp_path):
     # update 3, iteration 1, rollout 2, envs 1, and trl 2 where TRL is installed (lamina[bench])
     assert len(rows) >= 7
     for cells in rows:
-        ratio = re.fullmatch(r"([0-9.]+)x", cells[3])
+        ratio = re.fullmatch(r"([0-9.e+-]+)x", cells[3])
         assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0, cells
