@@ -16,7 +16,7 @@ import torch
 from lamina.cli import compose_config
 from lamina.trainer.config import RunConfig
 from lamina.trainer.progress import TrainingProgress
-from lamina.trainer.rollout import RolloutBatch
+from lamina.trainer.rollout import CHOICE_FIELDS, PER_ROW_FIELDS, RolloutBatch
 from lamina.trainer.train import (
     build_learner,
     collect_rollouts,
@@ -74,25 +74,11 @@ def load_batch(path: Path) -> RolloutBatch:
     return pickle.loads(Path(path).read_bytes())
 
 
-ROW_FIELDS = (
-    "prompt_ids",
-    "response_ids",
-    "old_log_probs",
-    "rewards",
-    "traj_ids",
-    "step_ids",
-    "group_ids",
-    "anchors",
-    "action_valid",
-    "candidates",
-    "chosen",
-)
-
-
 def keep_first_rows(path: Path, n: int) -> Path:
     """Rewrites the pickled batch at ``path`` with its first ``n`` rows (episode fields kept)."""
     batch = load_batch(path)
-    rows = {f: getattr(batch, f)[:n] for f in ROW_FIELDS if getattr(batch, f) is not None}
+    fields = PER_ROW_FIELDS + CHOICE_FIELDS
+    rows = {f: getattr(batch, f)[:n] for f in fields if getattr(batch, f) is not None}
     path.write_bytes(pickle.dumps(dataclasses.replace(batch, **rows)))
     return path
 

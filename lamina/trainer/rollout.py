@@ -56,6 +56,21 @@ class RolloutConfig:
     env_workers: int = 0
 
 
+# RolloutBatch's fields with one entry per step row; CHOICE_FIELDS too, in choose mode (else None).
+PER_ROW_FIELDS = (
+    "prompt_ids",
+    "response_ids",
+    "old_log_probs",
+    "rewards",
+    "traj_ids",
+    "step_ids",
+    "group_ids",
+    "anchors",
+    "action_valid",
+)
+CHOICE_FIELDS = ("candidates", "chosen")
+
+
 @dataclass
 class RolloutBatch:
     """N step rows (one prompt, one response each) from T trajectories.
@@ -84,16 +99,7 @@ class RolloutBatch:
 
     def __post_init__(self):
         n = len(self.prompt_ids)
-        for name in (
-            "response_ids",
-            "old_log_probs",
-            "rewards",
-            "traj_ids",
-            "step_ids",
-            "group_ids",
-            "anchors",
-            "action_valid",
-        ):
+        for name in PER_ROW_FIELDS[1:]:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RolloutBatch.{name} has {len(getattr(self, name))} rows, expected {n}")
         if (self.candidates is None) != (self.chosen is None):
