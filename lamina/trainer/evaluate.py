@@ -68,6 +68,7 @@ def evaluate(cfg, policy: Policy, runner: EnvGroupRunner, episodes: int, progres
             prompt_cfg=cfg.agent,
             temperature=cfg.eval.temperature,
             invalid_penalty=cfg.rollout.invalid_penalty,
+            on_step=None if progress is None else progress.on_eval_step,
         )
         won.extend(bool(w) for w in batch.episode_won)
         returns.extend(float(r) for r in batch.episode_returns)

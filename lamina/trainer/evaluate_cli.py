@@ -23,6 +23,7 @@ from lamina.agents.models import load_model, resolve_device
 from lamina.errors import ConfigError
 from lamina.trainer.config import RunConfig
 from lamina.trainer.evaluate import evaluate, format_result
+from lamina.trainer.progress import TrainingProgress
 from lamina.trainer.restore import load_trained_model, resolve_checkpoint, run_config
 
 INHERITED = ("env", "agent", "rollout")
@@ -97,8 +98,12 @@ def run_evaluation(
     target.mkdir(parents=True, exist_ok=True)
     policy.model.eval()
     count = min(cfg.eval.episodes, cfg.rollout.batch_size * cfg.rollout.group_size)
-    with make_runner(cfg, count, evaluation=True) as runner:
-        result = evaluate(cfg, policy, runner, cfg.eval.episodes)
+    with (
+        make_runner(cfg, count, evaluation=True) as runner,
+        TrainingProgress(cfg, enabled=cfg.trainer.progress, training=False) as progress,
+    ):
+        progress.start_eval(cfg.eval.episodes, f"eval ({title})")
+        result = evaluate(cfg, policy, runner, cfg.eval.episodes, progress)
     result["evaluated"] = title
     (target / "eval.json").write_text(json.dumps(result, indent=1))
     (target / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))

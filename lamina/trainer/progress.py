@@ -24,10 +24,12 @@ class TrainingProgress:
         cfg: the run config (iterations, steps per episode).
         enabled: show progress at all.
         interactive: redraw a bar (default: when stderr is a terminal).
+        training: show the iterations' bar (False for ``lamina eval``, which only evaluates).
     """
 
-    def __init__(self, cfg, enabled: bool = True, interactive: bool | None = None):
+    def __init__(self, cfg, enabled: bool = True, interactive: bool | None = None, training: bool = True):
         self.cfg = cfg
+        self.training = training
         self.enabled = enabled
         self.interactive = enabled and (sys.stderr.isatty() if interactive is None else interactive)
         self.console = Console(stderr=True)
@@ -45,16 +47,22 @@ class TrainingProgress:
         self.started = time.perf_counter()
         self.first_iteration: int | None = None
         self.last_status = ""
+        self.eval_label = "eval"
+        self.eval_done = self.eval_total = 0
+        self.eval_started = time.perf_counter()
 
     def __enter__(self):
         self.progress.__enter__()
-        self.task = self.progress.add_task("train", total=self.cfg.trainer.iterations, status="starting")
+        if self.training:
+            self.task = self.progress.add_task("train", total=self.cfg.trainer.iterations, status="starting")
         return self
 
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
     def _status(self, phase: str) -> None:
+        if self.task is None:
+            return
         status = f"{phase}  {self.last_status}".strip()
         self.progress.update(self.task, status=status)
 
@@ -76,10 +84,27 @@ class TrainingProgress:
         if self.eval_task is not None:
             self.progress.remove_task(self.eval_task)
         self.eval_task = self.progress.add_task(label, total=episodes, status="")
+        self.eval_label, self.eval_done, self.eval_total = label, 0, episodes
+        self.eval_started = time.perf_counter()
+
+    def on_eval_step(self, step: int, active: int) -> None:
+        if self.eval_task is not None:
+            status = f"step {step + 1}/{self.cfg.env.max_steps}, {active} active"
+            self.progress.update(self.eval_task, status=status)
 
     def advance_eval(self, n: int) -> None:
+        """``n`` more episodes done; without a bar, one line per chunk (a long ALFWorld evaluation
+        would otherwise print nothing for an hour)."""
+        self.eval_done += n
         if self.eval_task is not None:
             self.progress.advance(self.eval_task, n)
+        if self.enabled and not self.interactive:
+            elapsed = time.perf_counter() - self.eval_started
+            print(
+                f"{self.eval_label}: {self.eval_done}/{self.eval_total} episodes, {elapsed:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def eta_s(self, iteration: int) -> float | None:
         """Seconds left, from the mean duration of the iterations this process ran."""

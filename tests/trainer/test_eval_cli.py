@@ -55,6 +55,16 @@ def test_eval_of_a_run_and_of_the_base_model(tmp_path, capsys):
     assert "neither a run folder" in capsys.readouterr().err
 
 
+def test_eval_without_a_terminal_prints_a_line_per_chunk(tmp_path, capsys):
+    """An hour-long ALFWorld evaluation must show progress in a log file: one line per chunk of
+    ``rollout.batch_size * rollout.group_size`` episodes, and no training bar."""
+    args = [*TINY, "trainer.progress=true", "eval.episodes=5", f"out={tmp_path}/base"]
+    assert main(["eval", *args]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "episodes," in line]
+    assert [line.split(": ")[-1].split(" episodes")[0] for line in lines] == ["4/5", "5/5"]
+    assert all(line.startswith("eval (base model") for line in lines)
+
+
 def test_alfworld_eval_breaks_down_by_task_type(tmp_path):
     from conftest import shared_path
 
