@@ -38,7 +38,7 @@ def score_error(quick: bool, batch_path: str) -> float:
 def rows(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         # Eight rows: on a CPU without native bf16 matmuls the bf16 side runs an order of magnitude
-        # slower (measured: > 30 min for the whole 38-row batch), and the ratio needs no more.
+        # slower (measured: > 30 min for the whole batch), and the ratio needs no more.
         batch_path = str(keep_first_rows(rollout_batch(quick, Path(tmp) / "batch.pkl"), ROWS))
         if load_batch(Path(batch_path)).candidates is None:
             raise ValueError("bench_precision needs a choose-mode batch (agent.mode=choose)")

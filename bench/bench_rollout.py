@@ -51,9 +51,10 @@ def prefix_rates(quick: bool, batch_path: str) -> tuple[float, float, float, flo
     steps = _by_step(batch)
     skipped = total = cand_total = cand_nodes = 0
     for step in steps:
-        rows = [list(p) for p in dict.fromkeys(tuple(prompts[i]) for i in step)]  # distinct states
+        distinct = {tuple(prompts[i]): i for i in step}  # a state's prompt -> one of its rows
+        rows = [list(p) for p in distinct]
         total += sum(len(r) for r in rows)
-        for i in {tuple(prompts[i]): i for i in step}.values():
+        for i in distinct.values():
             cand_total += sum(map(len, batch.candidates[i]))
             cand_nodes += len(candidate_trie(batch.candidates[i])[0])
         plan = plan_prefixes(rows)

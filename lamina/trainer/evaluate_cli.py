@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from lamina.agents.models import load_model, resolve_device
 from lamina.errors import ConfigError
 from lamina.trainer.config import RunConfig
-from lamina.trainer.evaluate import evaluate, format_result
+from lamina.trainer.evaluate import format_result
 from lamina.trainer.progress import TrainingProgress
 from lamina.trainer.restore import load_trained_model, resolve_checkpoint, run_config
 
@@ -62,7 +62,7 @@ def run_evaluation(
             or ``runs/eval/<model>-<env>``).
         overridden: top-level config sections named on the command line.
     """
-    from lamina.trainer.train import make_policy, make_runner, validate
+    from lamina.trainer.train import held_out_eval, make_policy, validate
 
     overridden = overridden or set()
     device = resolve_device(cfg.trainer.device)
@@ -96,14 +96,8 @@ def run_evaluation(
         raise ValueError(f"eval.episodes={cfg.eval.episodes} must be >= 1")
     target = Path(out) if out else default_out
     target.mkdir(parents=True, exist_ok=True)
-    policy.model.eval()
-    count = min(cfg.eval.episodes, cfg.rollout.batch_size * cfg.rollout.group_size)
-    with (
-        make_runner(cfg, count, evaluation=True) as runner,
-        TrainingProgress(cfg, enabled=cfg.trainer.progress, training=False) as progress,
-    ):
-        progress.start_eval(cfg.eval.episodes, f"eval ({title})")
-        result = evaluate(cfg, policy, runner, cfg.eval.episodes, progress)
+    with TrainingProgress(cfg, enabled=cfg.trainer.progress, training=False) as progress:
+        result = held_out_eval(cfg, policy, progress, f"eval ({title})")
     result["evaluated"] = title
     (target / "eval.json").write_text(json.dumps(result, indent=1))
     (target / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))

@@ -47,9 +47,6 @@ class TrainingProgress:
         self.started = time.perf_counter()
         self.first_iteration: int | None = None
         self.last_status = ""
-        self.eval_label = "eval"
-        self.eval_done = self.eval_total = 0
-        self.eval_started = time.perf_counter()
 
     def __enter__(self):
         self.progress.__enter__()
@@ -84,8 +81,6 @@ class TrainingProgress:
         if self.eval_task is not None:
             self.progress.remove_task(self.eval_task)
         self.eval_task = self.progress.add_task(label, total=episodes, status="")
-        self.eval_label, self.eval_done, self.eval_total = label, 0, episodes
-        self.eval_started = time.perf_counter()
 
     def on_eval_step(self, step: int, active: int) -> None:
         if self.eval_task is not None:
@@ -95,13 +90,14 @@ class TrainingProgress:
     def advance_eval(self, n: int) -> None:
         """``n`` more episodes done; without a bar, one line per chunk (a long ALFWorld evaluation
         would otherwise print nothing for an hour)."""
-        self.eval_done += n
-        if self.eval_task is not None:
-            self.progress.advance(self.eval_task, n)
+        if self.eval_task is None:
+            return
+        self.progress.advance(self.eval_task, n)
         if self.enabled and not self.interactive:
-            elapsed = time.perf_counter() - self.eval_started
+            # A disabled rich bar still counts its task: the line reads the count from there.
+            task = next(t for t in self.progress.tasks if t.id == self.eval_task)
             print(
-                f"{self.eval_label}: {self.eval_done}/{self.eval_total} episodes, {elapsed:.0f} s",
+                f"{task.description}: {task.completed:.0f}/{task.total:.0f} episodes, {task.elapsed:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )

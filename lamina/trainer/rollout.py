@@ -99,7 +99,7 @@ class RolloutBatch:
 
     def __post_init__(self):
         n = len(self.prompt_ids)
-        for name in PER_ROW_FIELDS[1:]:
+        for name in PER_ROW_FIELDS:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RolloutBatch.{name} has {len(getattr(self, name))} rows, expected {n}")
         if (self.candidates is None) != (self.chosen is None):

@@ -404,14 +404,19 @@ def check_skipped_steps(cfg: RunConfig, learner: Learner, update: dict, iteratio
         )
 
 
-def run_eval(cfg: RunConfig, policy: Policy, progress, iteration: int, label: str) -> dict:
-    """Held-out evaluation of the current weights (``eval.episodes`` episodes)."""
+def held_out_eval(cfg: RunConfig, policy: Policy, progress, label: str) -> dict:
+    """Held-out evaluation of the current weights (``eval.episodes`` episodes, in chunks of
+    ``rollout.batch_size * rollout.group_size``); ``lamina train`` and ``lamina eval`` share it."""
     policy.model.eval()
     progress.start_eval(cfg.eval.episodes, label)
     count = min(cfg.eval.episodes, cfg.rollout.batch_size * cfg.rollout.group_size)
     with make_runner(cfg, count, evaluation=True) as eval_runner:
-        result = evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
-    return {"kind": "eval", "iteration": iteration, **result}
+        return evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
+
+
+def run_eval(cfg: RunConfig, policy: Policy, progress, iteration: int, label: str) -> dict:
+    """``held_out_eval`` as a ``metrics.jsonl`` record of ``iteration``."""
+    return {"kind": "eval", "iteration": iteration, **held_out_eval(cfg, policy, progress, label)}
 
 
 def write_json(path: Path, value: dict) -> None:
