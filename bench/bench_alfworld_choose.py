@@ -27,7 +27,8 @@ import torch
 from bench.common import in_fresh_process
 from bench.workload import build, config
 from lamina.agents.prompt import EpisodeMemory, build_messages
-from lamina.trainer.train import make_runner, task_seeds
+from lamina.envs.seeds import task_seeds
+from lamina.trainer.factories import make_runner
 
 ALFWORLD = ["env=alfworld", "layers=none"]
 
@@ -36,7 +37,7 @@ def lock_steps(optimized: bool, steps: int, *overrides: str) -> dict:
     cfg = config(False, *ALFWORLD, *overrides)
     _, policy = build(cfg, optimized)
     n = cfg.rollout.batch_size * cfg.rollout.group_size
-    seeds = [s for s in task_seeds(cfg, 0) for _ in range(cfg.rollout.group_size)]
+    seeds = [s for s in task_seeds(cfg.env, cfg.trainer.seed, 0, cfg.rollout.batch_size) for _ in range(cfg.rollout.group_size)]
     stats = {"env_s": [], "policy_s": [], "prompt_tokens": [], "candidates": [], "packed_tokens": []}
     rng = torch.Generator().manual_seed(0)
     with make_runner(cfg, n) as runner:

@@ -79,7 +79,7 @@ def overrides(quick: bool, layers: str, steps: int, out: str) -> list[str]:
 
 def lamina_steps(quick: bool, layers: str) -> list[dict]:
     """``lamina train`` for STEPS iterations; each iteration's seconds and mean response tokens."""
-    from lamina.cli import compose_config
+    from lamina.commands.train import compose_config
     from lamina.trainer.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,10 +113,11 @@ def trl_steps(quick: bool, layers: str) -> list[dict]:
 
     from lamina.agents.parsing import parse_action
     from lamina.agents.prompt import EpisodeMemory, build_messages
-    from lamina.cli import compose_config
+    from lamina.commands.train import compose_config
     from lamina.envs.registry import make
+    from lamina.envs.seeds import task_seeds
     from lamina.trainer.layers import apply_layer_selection, trainable_parameter_names
-    from lamina.trainer.train import task_seeds, validate
+    from lamina.trainer.validation import validate
 
     steps = STEPS[quick]
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +125,7 @@ def trl_steps(quick: bool, layers: str) -> list[dict]:
         env = make(cfg.env.name, max_episode_steps=cfg.env.max_steps, **cfg.env.kwargs)
         records = []
         for iteration in range(steps):
-            (seed,) = task_seeds(cfg, iteration)
+            (seed,) = task_seeds(cfg.env, cfg.trainer.seed, iteration, cfg.rollout.batch_size)
             observation, info = env.reset(seed=seed)
             messages = build_messages(
                 cfg.agent,

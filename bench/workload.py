@@ -13,19 +13,14 @@ from pathlib import Path
 
 import torch
 
-from lamina.cli import compose_config
+from lamina.commands.train import compose_config
+from lamina.envs.seeds import task_seeds
 from lamina.trainer.config import RunConfig
+from lamina.trainer.factories import build_learner, make_policy, make_runner
 from lamina.trainer.progress import TrainingProgress
-from lamina.trainer.rollout import CHOICE_FIELDS, PER_ROW_FIELDS, RolloutBatch
-from lamina.trainer.train import (
-    build_learner,
-    collect_rollouts,
-    make_policy,
-    make_runner,
-    run_iteration,
-    task_seeds,
-    validate,
-)
+from lamina.trainer.rollout import CHOICE_FIELDS, PER_ROW_FIELDS, RolloutBatch, collect_rollouts
+from lamina.trainer.train import run_iteration
+from lamina.trainer.validation import validate
 
 QUICK = ["model=tiny-random", "env=frozenlake", "env.max_steps=3"]
 # The block the default job trains alone (layers=middle:1): 15 of SmolLM2's 30, 2 of the tiny 4.
@@ -59,7 +54,7 @@ def rollout_batch(quick: bool, path: Path) -> Path:
         batch = collect_rollouts(
             policy,
             runner,
-            task_seeds(cfg, 0),
+            task_seeds(cfg.env, cfg.trainer.seed, 0, cfg.rollout.batch_size),
             cfg.rollout.group_size,
             max_steps=cfg.env.max_steps,
             prompt_cfg=cfg.agent,

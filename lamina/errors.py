@@ -11,3 +11,7 @@ class TrainingStopped(RuntimeError):
 
 class StoppedBySignal(TrainingStopped):
     """The user asked to stop (SIGINT/SIGTERM): a sweep stops too, instead of counting a failed arm."""
+
+
+class UsageError(ValueError):
+    """A bad command line (a missing or unknown argument); one line, exit status 2."""

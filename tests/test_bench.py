@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lamina.benchmark import parse_bench_args, run_bench
+from lamina.commands.benchmark import parse_bench_args, run_bench
 
 
 def test_bad_arguments_name_the_valid_ones():

@@ -37,7 +37,7 @@ def trained_run(tmp_path_factory):
     (one update of a random model on two equal-return episodes may not change them)."""
     out = tmp_path_factory.mktemp("run")
     train(compose_config([*TINY_RUN, f"trainer.output_dir={out}"]))
-    ckpt = out / "checkpoints" / "iter_000000"
+    ckpt = out / "checkpoints" / "iter_000001"
     tensors = load_file(str(ckpt / "trainable.safetensors"))
     assert "model.embed_tokens.weight" in tensors and any(n.startswith("model.layers.2.") for n in tensors)
     generator = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import lamina.envs as lamina_envs
-from lamina.play import choose_action, cmd_play, parse_play_overrides, play
+from lamina.commands.play import apply_preset, choose_action, cmd_play, parse_play_overrides, play
 
 SEED = 0
 JUNK_LINE = "<action>jump over the box</action>"
@@ -144,3 +144,23 @@ def test_cmd_play(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
     assert re.match(r"lamina: error: unknown environment 'zork'; valid: .*sokoban", capsys.readouterr().err)
     assert cmd_play(["env=sokoban", "env.kwargs.colour=red"]) == 2
     assert "lamina: error: bad env.kwargs for sokoban" in capsys.readouterr().err
+
+
+def test_a_bare_enter_is_not_an_action() -> None:
+    player = ScriptedPlayer()
+    lines = iter(["", "   ", ":q"])
+    summary = play("sokoban", {}, seed=1, input_fn=lambda p: next(lines), print_fn=player.print)
+    assert summary["steps"] == 0 and "Action:" not in player.output()
+
+
+def test_env_presets_play_what_training_plays(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert apply_preset("sokoban_ragen", {"num_boxes": 2}) == (
+        "sokoban",
+        {"dim_room": [6, 6], "num_boxes": 2, "generator": "gym_sokoban", "search_depth": 300, "symbols": "ragen"},
+    )
+    assert apply_preset("qa", {}) == ("qa", {})  # an unset (null) argument is left to the constructor
+    assert apply_preset("Sokoban-v0", {"x": 1}) == ("Sokoban-v0", {"x": 1})  # not a preset: unchanged
+    lines = iter(["1", ":q"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert cmd_play(["env=frozenlake_ragen", "seed=0"]) == 0
+    assert "lamina/FrozenLake-v0: 1 steps" in capsys.readouterr().out

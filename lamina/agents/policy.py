@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import torch
 from transformers import (
@@ -20,6 +21,13 @@ from transformers import (
 from lamina.agents.logprobs import PackedRows, autocast_context, decoder, pack_rows, response_log_probs
 from lamina.agents.models import stop_token_ids
 from lamina.agents.prefix import PrefixStore, block_range
+
+
+class _Generates(Protocol):
+    """``generate`` as the policy calls it: PreTrainedModel does not declare it (the causal LMs
+    lamina loads mix it in), and without ``return_dict_in_generate`` it returns the token ids."""
+
+    def generate(self, **kwargs: Any) -> torch.Tensor: ...
 
 
 @dataclass
@@ -152,7 +160,7 @@ class HFPolicy:
         """Prompt token ids through the model's chat template, ending with the assistant turn."""
         encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
-            encoded = encoded["input_ids"]
+            encoded = cast(dict[str, Any], encoded)["input_ids"]  # a dict or a BatchEncoding
         return list(encoded)
 
     def act(
@@ -223,7 +231,7 @@ class HFPolicy:
                 chunk, self._generate_batch([prompts[i] for i in chunk], temperature), strict=True
             ):
                 results[i] = gen
-        return results  # type: ignore[return-value]
+        return cast(list[Generation], results)  # every slot filled: ``order`` covers all prompts
 
     def _generate_batch(self, prompts: Sequence[Sequence[int]], temperature: float) -> list[Generation]:
         pad_id = self.tokenizer.pad_token_id
@@ -231,7 +239,7 @@ class HFPolicy:
         ids, mask = left_pad(prompts, pad_id)
         recorder = SampledLogProbs(temperature)
         with _without_model_generation_defaults(self.model), autocast_context(self.model):
-            sequences = self.model.generate(
+            sequences = cast(_Generates, self.model).generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 generation_config=sampling_config(temperature, self.max_new_tokens, self.stop_ids, pad_id),
@@ -244,7 +252,7 @@ class HFPolicy:
         for row in range(new_tokens.shape[0]):
             length = self.response_length(new_tokens[row].tolist())
             response = new_tokens[row, :length]
-            text = self.tokenizer.decode(response, skip_special_tokens=True)
+            text = cast(str, self.tokenizer.decode(response, skip_special_tokens=True))  # one row: a str
             gens.append(Generation(response, log_probs[row, :length], text))
         return gens
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from lamina.agents.logprobs import decoder
 
@@ -30,14 +32,14 @@ from lamina.agents.logprobs import decoder
 PREFIX_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
-def prefix_start(model: nn.Module, trainable_names: Sequence[str]) -> int:
+def prefix_start(model: PreTrainedModel, trainable_names: Sequence[str]) -> int:
     """The block the update can start at: the lowest trainable block, or 0 when the whole stack
     must run (an embedding or a non-block tensor trains, or the model type does not qualify)."""
     if getattr(model.config, "model_type", None) not in PREFIX_MODEL_TYPES or not trainable_names:
         return 0
     body = decoder(model)
     prefix = f"{model.base_model_prefix}.layers."
-    lowest = len(body.layers)
+    lowest = len(cast(nn.ModuleList, body.layers))
     for name in trainable_names:
         if not name.startswith(prefix):
             return 0  # embeddings, the final norm or the head: they see every position
@@ -46,14 +48,14 @@ def prefix_start(model: nn.Module, trainable_names: Sequence[str]) -> int:
 
 
 @contextlib.contextmanager
-def block_range(model: nn.Module, start: int, stop: int | None = None):
+def block_range(model: PreTrainedModel, start: int, stop: int | None = None):
     """Makes the decoder run blocks [start, stop) only; ``stop`` short of the last block also
     skips the final norm, so the output is the hidden state entering block ``stop``.
 
     Blocks keep their own layer index, so a KV cache built inside holds entries for these blocks
     only and later calls inside the same range can use it."""
     body = decoder(model)
-    layers, norm = body.layers, body.norm
+    layers, norm = cast(nn.ModuleList, body.layers), body.norm
     stop = len(layers) if stop is None else stop
     body.layers = nn.ModuleList(list(layers)[start:stop])
     if stop < len(layers):

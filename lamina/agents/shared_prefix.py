@@ -79,7 +79,8 @@ def plan_prefixes(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED
                 break  # longer runs only share less
             if best[i] + (j - 1 - i) * common > best[j]:
                 best[j], cut[j] = best[i] + (j - 1 - i) * common, i
-    cluster, shared, heads = [0] * n, [0] * n, []
+    cluster, shared = [0] * n, [0] * n
+    heads: list[list[int]] = []
     j = n
     while j > 0:
         i = cut[j]

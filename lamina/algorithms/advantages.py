@@ -10,7 +10,12 @@ arrays, each of shape (N,) for N rows, in any order:
 - ``anchors``: a hashable key of the environment state the step was taken from.
 
 The episode return R of a trajectory is the undiscounted sum of its rows' rewards. std is the
-sample std (ddof=1); a singleton group or anchor cluster contributes 0. See DESIGN.md.
+sample std (ddof=1); a singleton group or anchor cluster contributes 0. Statistics are float64
+whatever the input dtype, and a group (or cluster) whose spread is float noise counts as having
+none: when std <= RTOL * S, S the largest absolute-reward sum sum_k |r_k| among its members
+(discounted alike for step returns), every member gets 0, so returns that are equal in exact
+arithmetic give a zero advantage even from float32 rewards. The formulas, and which reference each
+one matches, are in docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -21,23 +26,52 @@ from difflib import SequenceMatcher
 import numpy as np
 
 EPS = 1e-6
+# Float32 rounding moves a return by at most 2**-24 * S (S = sum_k |r_k|); a spread up to RTOL * S
+# (about 17x that) is treated as no spread.
+RTOL = 1e-6
 NORMS = ("std", "none")
-EPISODE_STATS = ("trajectory", "steps")
+# "steps" (the default): GiGPO's episode statistics across the group's step rows, as verl-agent's
+# trainer computes them; "trajectory": across the group's trajectories, as the paper's Eq. 3 reads.
+EPISODE_STATS = ("steps", "trajectory")
 
 Estimator = Callable[..., np.ndarray]
 ESTIMATORS: dict[str, Estimator] = {}
+# lamina's estimator name -> the ``algorithm.adv_estimator`` the verl backend gives verl (the one
+# table both backends read: lamina.integrations.verl maps back through ``estimator_of_verl_name``).
+VERL_NAMES: dict[str, str] = {}
 
 
-def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
-    """Registers an estimator under ``name``; a second registration of the name is an error."""
+def register_estimator(name: str, verl_name: str | None = None) -> Callable[[Estimator], Estimator]:
+    """Registers an estimator under ``name``; a second registration of the name is an error.
+
+    Args:
+        name: what ``algorithm.estimator`` names (``configs/algorithm/*.yaml``).
+        verl_name: its name in verl's ``algorithm.adv_estimator`` when that differs (verl's
+            ``reinforce_plus_plus`` is lamina's ``reinforce_pp``); default ``name``.
+    """
 
     def decorator(fn: Estimator) -> Estimator:
         if name in ESTIMATORS and ESTIMATORS[name] is not fn:
             raise ValueError(f"advantage estimator {name!r} is already registered")
         ESTIMATORS[name] = fn
+        VERL_NAMES[name] = verl_name or name
         return fn
 
     return decorator
+
+
+def estimator_of_verl_name(verl_name: str) -> str:
+    """The lamina estimator registered under verl's ``algorithm.adv_estimator`` name.
+
+    Raises:
+        ValueError: naming the unknown value and the valid ones.
+    """
+    for name, known in VERL_NAMES.items():
+        if known == verl_name:
+            return name
+    raise ValueError(
+        f"algorithm.adv_estimator={verl_name!r}; per-step rows support {', '.join(VERL_NAMES.values())}"
+    )
 
 
 def get_estimator(name: str) -> Estimator:
@@ -61,18 +95,27 @@ def dense_ids(keys: Sequence[Hashable]) -> np.ndarray:
     return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
 
 
-def _normalise_within(values: np.ndarray, cluster: np.ndarray, norm: str, eps: float) -> np.ndarray:
-    """(v - mean_c) / (std_c + eps) within each cluster c (ddof=1); singleton clusters give 0."""
+def _normalise_within(
+    values: np.ndarray, cluster: np.ndarray, norm: str, eps: float, scale: np.ndarray | None = None
+) -> np.ndarray:
+    """(v - mean_c) / (std_c + eps) within each cluster c (ddof=1), in float64.
+
+    Singleton clusters give 0, and so does a cluster with std_c <= RTOL * max_c(scale) (no spread
+    but rounding noise); ``scale`` is each row's magnitude, |v| when not given. ``norm="none"``
+    returns v - mean_c under the same two rules.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    magnitude = np.abs(values) if scale is None else np.asarray(scale, dtype=np.float64)
     k = int(cluster.max()) + 1 if len(cluster) else 0
     count = np.bincount(cluster, minlength=k).astype(np.float64)
     mean = np.bincount(cluster, weights=values, minlength=k) / np.maximum(count, 1)
     centred = values - mean[cluster]
-    out = centred
-    if norm == "std":
-        sq = np.bincount(cluster, weights=centred**2, minlength=k)
-        std = np.sqrt(sq / np.maximum(count - 1, 1))
-        out = centred / (std[cluster] + eps)
-    return np.where(count[cluster] > 1, out, 0.0)
+    std = np.sqrt(np.bincount(cluster, weights=centred**2, minlength=k) / np.maximum(count - 1, 1))
+    top = np.zeros(k)
+    np.maximum.at(top, cluster, magnitude)
+    spread = (count > 1) & (std > RTOL * top)
+    out = centred / (std[cluster] + eps) if norm == "std" else centred
+    return np.where(spread[cluster], out, 0.0)
 
 
 def episode_returns(rewards: np.ndarray, traj_ids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +127,15 @@ def episode_returns(rewards: np.ndarray, traj_ids: Sequence[Hashable]) -> tuple[
 
 def trajectory_groups(
     rewards: np.ndarray, traj_ids: Sequence[Hashable], group_ids: Sequence[Hashable]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(traj index per row (N,), return per trajectory (T,), group index per trajectory (T,))``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(traj index per row (N,), return per trajectory (T,), group index per trajectory (T,),
+    sum of |reward| per trajectory (T,))``; the last is the return's scale for RTOL."""
+    rewards = np.asarray(rewards, dtype=np.float64)
     traj, returns = episode_returns(rewards, traj_ids)
+    scale = np.bincount(traj, weights=np.abs(rewards), minlength=len(returns))
     traj_group = np.zeros(len(returns), dtype=np.int64)
     traj_group[traj] = dense_ids(group_ids)
-    return traj, returns, traj_group
+    return traj, returns, traj_group, scale
 
 
 def discounted_returns(
@@ -121,10 +167,10 @@ def _episode_advantage(
 ) -> np.ndarray:
     if episode_stats not in EPISODE_STATS:
         raise ValueError(f"episode_stats={episode_stats!r}; valid: {', '.join(EPISODE_STATS)}")
-    traj, returns, traj_group = trajectory_groups(rewards, traj_ids, group_ids)
-    if episode_stats == "steps":  # statistics over step rows, as verl-agent's reference does
-        return _normalise_within(returns[traj], traj_group[traj], norm, eps)
-    return _normalise_within(returns, traj_group, norm, eps)[traj]
+    traj, returns, traj_group, scale = trajectory_groups(rewards, traj_ids, group_ids)
+    if episode_stats == "steps":  # one value per step row, as verl-agent's trainer
+        return _normalise_within(returns[traj], traj_group[traj], norm, eps, scale[traj])
+    return _normalise_within(returns, traj_group, norm, eps, scale)[traj]
 
 
 # -- estimators -----------------------------------------------------------------------------------
@@ -155,21 +201,24 @@ def compute_gigpo_advantages(
     gamma: float = 0.95,
     step_weight: float = 1.0,
     norm: str = "std",
-    episode_stats: str = "trajectory",
+    episode_stats: str = "steps",
     eps: float = EPS,
 ) -> np.ndarray:
     """GiGPO: A = A_E + w * A_S.
 
-    A_E is the GRPO advantage of the episode return within the group (``episode_stats="steps"``
-    takes its statistics across step rows). A_S normalises each row's discounted return R_t over
-    the rows of its group that share its anchor state. Returns shape (N,).
+    A_E normalises each row's episode return R within its group: with ``episode_stats="steps"``
+    (default, verl-agent's trainer) mean and std run over the group's step rows, each trajectory
+    counted once per step; with ``"trajectory"`` (the paper's Eq. 3) over its trajectories. A_S
+    normalises each row's discounted return R_t over the rows of its group that share its anchor
+    state. Returns shape (N,).
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     _check(norm, len(rewards), traj_ids, step_ids, group_ids, anchors)
     episode = _episode_advantage(rewards, traj_ids, group_ids, norm, episode_stats, eps)
     step_returns = discounted_returns(rewards, traj_ids, step_ids, gamma)
+    step_scale = discounted_returns(np.abs(rewards), traj_ids, step_ids, gamma)
     clusters = dense_ids(list(zip(group_ids, anchors, strict=True)))
-    step = _normalise_within(step_returns, clusters, norm, eps)
+    step = _normalise_within(step_returns, clusters, norm, eps, step_scale)
     return episode + step_weight * step
 
 
@@ -181,9 +230,9 @@ def compute_rloo_advantages(
     """RLOO: A_i = R_i - mean_{j != i} R_j over the group's trajectories; singleton groups give 0."""
     rewards = np.asarray(rewards, dtype=np.float64)
     _check("none", len(rewards), traj_ids, group_ids)
-    traj, returns, traj_group = trajectory_groups(rewards, traj_ids, group_ids)
+    traj, returns, traj_group, scale = trajectory_groups(rewards, traj_ids, group_ids)
     count = np.bincount(traj_group).astype(np.float64)[traj_group]
-    centred = _normalise_within(returns, traj_group, "none", EPS)
+    centred = _normalise_within(returns, traj_group, "none", EPS, scale)
     loo = np.where(count > 1, centred * count / np.maximum(count - 1, 1), 0.0)
     return loo[traj]
 
@@ -198,9 +247,8 @@ def compute_reinforce_pp_advantages(
     """REINFORCE++ (baseline variant): subtract the group mean return, then whiten across the batch."""
     rewards = np.asarray(rewards, dtype=np.float64)
     _check("none", len(rewards), traj_ids, group_ids)
-    traj, returns, traj_group = trajectory_groups(rewards, traj_ids, group_ids)
-    count = np.bincount(traj_group)[traj_group]
-    centred = np.where(count > 1, _normalise_within(returns, traj_group, "none", eps), 0.0)
+    traj, returns, traj_group, scale = trajectory_groups(rewards, traj_ids, group_ids)
+    centred = _normalise_within(returns, traj_group, "none", eps, scale)
     if len(centred) < 2:
         return np.zeros(len(rewards))
     whitened = (centred - centred.mean()) / (centred.std(ddof=1) + eps)
@@ -212,8 +260,11 @@ def cluster_by_similarity(
 ) -> list[tuple[Hashable, int]]:
     """Anchor keys that merge texts of one group whose similarity ratio is >= ``threshold``.
 
-    Greedy: each text joins the first earlier cluster of its group whose first member is similar
-    enough (difflib's ratio in [0, 1]); otherwise it opens a new cluster.
+    Greedy, in row order: each text joins the first earlier cluster of its group whose first
+    member (the representative) is similar enough, otherwise it opens a new cluster. The score is
+    ``SequenceMatcher(None, text, representative).ratio()``, verl-agent's argument order
+    (``are_similar(obs, cluster["rep"])``): difflib's ratio is not symmetric (ratio("aba", "babba")
+    is 0.75, ratio("babba", "aba") 0.5), so the order is fixed here to give the authors' clusters.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"similarity threshold={threshold} must be in (0, 1]")
@@ -222,7 +273,7 @@ def cluster_by_similarity(
     for text, group in zip(texts, group_ids, strict=True):
         reps = representatives.setdefault(group, [])
         for idx, rep in enumerate(reps):
-            if rep == text or SequenceMatcher(None, rep, text).ratio() >= threshold:
+            if rep == text or SequenceMatcher(None, text, rep).ratio() >= threshold:
                 keys.append((group, idx))
                 break
         else:
@@ -261,7 +312,7 @@ def _gigpo(
     eps=EPS,
     gamma=0.95,
     step_weight=1.0,
-    episode_stats="trajectory",
+    episode_stats="steps",
     anchor_similarity=None,
     **_,
 ):
@@ -286,6 +337,6 @@ def _rloo(rewards, traj_ids, step_ids, group_ids, anchors, **_):
     return compute_rloo_advantages(rewards, traj_ids, group_ids)
 
 
-@register_estimator("reinforce_pp")
+@register_estimator("reinforce_pp", verl_name="reinforce_plus_plus")
 def _reinforce_pp(rewards, traj_ids, step_ids, group_ids, anchors, *, eps=EPS, **_):
     return compute_reinforce_pp_advantages(rewards, traj_ids, group_ids, eps=eps)

@@ -349,7 +349,7 @@ class ALFWorldEnv(TextEnv):
             won=self._won,
             action_valid=action_valid,
             game=str(self._game),
-            task_type=self._task_types.get(self._game),
+            task_type=None if self._game is None else self._task_types.get(self._game),
         )
 
     def _choose_game(self, seed: int | None, options: dict[str, Any] | None) -> Path:
@@ -359,7 +359,7 @@ class ALFWorldEnv(TextEnv):
                 return self.games[seed % len(self.games)]
             return self.games[int(self.np_random.integers(len(self.games)))]
         if isinstance(pinned, numbers.Integral):
-            if not 0 <= pinned < len(self.games):
+            if not 0 <= int(pinned) < len(self.games):
                 raise ValueError(f"options['game']={pinned} is out of range 0..{len(self.games) - 1}")
             return self.games[int(pinned)]
         game = Path(pinned).expanduser()
@@ -428,7 +428,7 @@ class ALFWorldEnv(TextEnv):
             return None
         done = self._history[self._plan_start :]
         on_plan = self._plan is not None and done == self._plan[: len(done)]
-        if not on_plan or (done and len(done) >= len(self._plan)):
+        if self._plan is None or not on_plan or (done and len(done) >= len(self._plan)):
             pddl = self._engine.unwrapped  # the call PddlEnv makes for policy_commands / walkthrough
             self._plan = list(pddl._pddl_state.replan(pddl._entity_infos))
             self._plan_start = len(self._history)

@@ -16,7 +16,8 @@ and RAGEN's symbols (``configs/env/frozenlake_ragen.yaml``).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import generate_random_map
@@ -229,9 +230,9 @@ class FrozenLakeEnv(TextEnv):
         while queue:
             cell = queue.popleft()
             if self._map[cell[0]][cell[1]] == GOAL:
-                plan = {}
-                while parents[cell] is not None:
-                    previous, move = parents[cell]
+                plan: dict[tuple[int, int], str] = {}
+                while (step := parents[cell]) is not None:
+                    previous, move = step
                     plan[previous] = move
                     cell = previous
                 return plan
@@ -251,7 +252,8 @@ def _check_map(rows: object) -> list[str]:
     Raises:
         ValueError: if it is not a rectangle of S/F/H/G with exactly one S.
     """
-    lines = [rows] if isinstance(rows, str) else list(rows)  # type: ignore[call-overload]
+    # Anything not iterable raises TypeError in list(), as before.
+    lines = [rows] if isinstance(rows, str) else list(cast(Iterable[object], rows))
     lines = [line for text in lines for line in str(text).split()]
     ok = bool(lines) and all(len(line) == len(lines[0]) and set(line) <= set(_SYMBOLS) for line in lines)
     if not ok or "".join(lines).count("S") != 1:

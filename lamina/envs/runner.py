@@ -43,7 +43,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 
@@ -140,7 +140,7 @@ class _EnvSlice:
 
         ``time_limit_s`` (per environment) needs SIGALRM, so it applies only in a worker process.
         """
-        actions = []
+        actions: list[str | None] = []
         for env in self.envs:
             expert = getattr(env.unwrapped, "expert_action", None)
             if not callable(expert):
@@ -645,7 +645,7 @@ class EnvGroupRunner:
 
         self._seq += 1
         seq = self._seq
-        waiting: dict[Any, _Worker] = {}
+        waiting: dict[Connection, _Worker] = {}
         for worker in workers:
             assert worker.conn is not None
             try:
@@ -658,14 +658,15 @@ class EnvGroupRunner:
         deadline = time.monotonic() + timeout_s
         while waiting:
             remaining = deadline - time.monotonic()
-            ready = wait(list(waiting), timeout=remaining) if remaining > 0 else []
+            # wait() returns some of the objects it was given: here, Connections.
+            ready = cast("list[Connection]", wait(list(waiting), timeout=remaining)) if remaining > 0 else []
             if not ready:
                 for worker in waiting.values():
                     replies[id(worker)] = self._lost(worker, f"did not answer within {timeout_s:g} s")
                 break
             for conn in ready:
                 try:
-                    reply = conn.recv()  # type: ignore[union-attr]
+                    reply = conn.recv()
                 except (EOFError, OSError):  # died mid-call
                     worker = waiting.pop(conn)
                     replies[id(worker)] = self._lost(worker, self._death_reason(worker))

@@ -505,8 +505,8 @@ def _solve(
         player, boxes = state
         if all(box in targets for box in boxes):
             plan: dict[State, str] = {}
-            while parents[state] is not None:
-                previous, move = parents[state]
+            while (step := parents[state]) is not None:
+                previous, move = step
                 plan[previous] = move
                 state = previous
             return plan

@@ -11,12 +11,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lamina.cache import build_once
 from lamina.envs.base import TextEnv, make_info
 from lamina.paths import cache_dir
 
@@ -47,31 +47,34 @@ _BLANKS_RE = re.compile(r"\n\s*\n+")
 def game_path(challenge: str, settings: dict[str, Any], game_seed: int, root: Path | None = None) -> Path:
     """Generates (once) and returns the compiled game for ``(challenge, settings, game_seed)``.
 
-    Games are written to a temporary folder and moved into the cache, so parallel workers asking
-    for the same game never read a half-written file.
+    Parallel workers and processes asking for the same game compile it once (``lamina.cache``): the
+    others wait and use that game, and none reads a half-written file.
     """
-    import textworld
-    import textworld.challenges
-
     key = hashlib.sha1(json.dumps([challenge, settings], sort_keys=True).encode()).hexdigest()[:10]
     folder = (root or cache_dir() / "textworld") / f"{challenge}-{key}"
     target = folder / f"game_{game_seed}.z8"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    _, make_game, _ = textworld.challenges.CHALLENGES[challenge]
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+
+    def build(staging: Path) -> None:
+        import textworld
+        import textworld.challenges
+
+        _, make_game, _ = textworld.challenges.CHALLENGES[challenge]
+        staging.mkdir()
         options = textworld.GameOptions()
         options.seeds = game_seed
-        options.path = str(Path(tmp) / target.name)
+        options.path = str(staging / target.name)
         options.file_ext = ".z8"
         with quiet_jericho():  # the generator replays the walkthrough through jericho
             game = make_game(dict(settings), options)
-            compiled = Path(textworld.generator.compile_game(game, options))
-        # The .json describes the game for the engine; move it first, the .z8 marks completion.
-        os.replace(compiled.with_suffix(".json"), target.with_suffix(".json"))
-        os.replace(compiled, target)
-    return target
+            textworld.generator.compile_game(game, options)
+
+    def publish(staging: Path) -> None:
+        # The engine finds the game's .json beside the .z8: move it first, the .z8 marks completion.
+        os.replace(staging / target.with_suffix(".json").name, target.with_suffix(".json"))
+        os.replace(staging / target.name, target)
+
+    # Every reset asks for its game: skip the folder scan for leftovers when the game is there.
+    return build_once(target, build, publish=publish, clean_when_ready=False)
 
 
 @contextmanager

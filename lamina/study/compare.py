@@ -17,6 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -53,7 +54,8 @@ def load_sweep(path: Path, metric: str | None = None, replicates: int | None = N
     settings_path = path / "sweep.yaml"
     if not settings_path.exists():
         raise ValueError(f"{path} is not a sweep folder (no sweep.yaml); run `lamina sweep` first")
-    settings = OmegaConf.to_container(OmegaConf.load(settings_path), resolve=True)
+    # sweep.yaml is a mapping, so its container is a dict.
+    settings = cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.load(settings_path), resolve=True))
     study = settings.get("study", {})
     metric = metric or study.get("metric", "success")
     replicates = replicates or int(study.get("bootstrap", 2000))
@@ -68,8 +70,9 @@ def load_sweep(path: Path, metric: str | None = None, replicates: int | None = N
     scores = load_scores(path, metric)
     table = contribution_table(scores, num_blocks, replicates, float(study.get("confidence", 0.95)), seed)
     ref_seeds = sorted(set(scores.arms["base"]) & set(scores.arms["full"]))
-    per_block = {}
+    per_block: dict[int, np.ndarray] = {}
     for row in table.block_rows:
+        assert isinstance(row.block, int)  # block_rows are the rows of blocks
         seeds = sorted(set(scores.arms[row.block]) & set(ref_seeds))
         per_block[row.block] = arm_replicates(scores.arms[row.block], seeds, replicates, seed)[1]
     return Sweep(path, path.name, num_blocks, table, per_block)
@@ -140,7 +143,7 @@ def compare_sweeps(path_a: Path, path_b: Path, out: Path | None = None) -> dict:
     n = min(len(ra), len(rb))
     rho_b, tau_b = spearman_rows(ra[:n], rb[:n]), kendall_tau_b_rows(ra[:n], rb[:n])
     level = a.table.confidence
-    result = {
+    result: dict[str, Any] = {
         "a": str(a.path),
         "b": str(b.path),
         "quantity": quantity,

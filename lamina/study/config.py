@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from lamina.compose import compose
 from lamina.errors import ConfigError
 from lamina.trainer.config import RunConfig
 
@@ -97,21 +96,6 @@ def compose_sweep_config(overrides: Sequence[str]) -> SweepConfig:
     Raises:
         ConfigError: an unknown group option, a bad override or a bad study value, in one line.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from lamina.cli import config_dir, group_options
-
-    for override in overrides:
-        group, _, value = override.partition("=")
-        if group in ("env", "algorithm", "model", "study") and value and value not in group_options(group):
-            raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(group_options(group))}")
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            raw = compose(config_name="sweep", overrides=list(overrides))
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepConfig), raw))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"bad override: {str(err).strip().splitlines()[0]}") from None
+    cfg = compose("sweep", overrides, SweepConfig)
     validate_study(cfg.study)
     return cfg

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def load_scores(sweep_dir: Path, metric: str) -> Scores:
         result = json.loads((run_dir / "eval.json").read_text())
         if not {"seeds", "won", "returns"} <= set(result):
             raise ValueError(f"{run_dir / 'eval.json'} has no per-episode results (seeds, won, returns)")
-        key: str | int = arm.block if arm.kind == "block" else arm.kind  # type: ignore[assignment]
+        key: str | int = cast(int, arm.block) if arm.kind == "block" else arm.kind  # a block arm has one
         per_arm.setdefault(key, {})[arm.seed] = episode_values(result, metric)
     if not per_arm:
         raise ValueError(

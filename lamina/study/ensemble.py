@@ -302,7 +302,7 @@ def evaluate_ensemble(
     writes ``<sweep>/ensemble-top<K>.json``; returns that result (``evaluate``'s fields plus
     ``members``)."""
     from lamina.trainer.evaluate import evaluate
-    from lamina.trainer.train import make_runner
+    from lamina.trainer.factories import make_runner
 
     policy = load_ensemble(sweep_dir, k, seed, device)
     cfg = policy.run_config  # type: ignore[attr-defined]

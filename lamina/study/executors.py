@@ -126,7 +126,7 @@ def _train_arm(cfg: RunConfig, cpus: float = 1.0) -> float:
     every core would slow one another down far more than they gain."""
     import torch
 
-    from lamina.trainer.train import train
+    from lamina.backend import train
 
     torch.set_num_threads(max(1, int(cpus)))
     begin = time.perf_counter()

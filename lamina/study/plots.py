@@ -6,6 +6,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -52,6 +53,7 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
         hi = np.array([r.score_hi for r in rows])
         for key, color in (("full", "tab:green"), ("base", "tab:gray")):
             ref = table.row(key)
+            assert ref is not None  # contribution_table() always makes the base and full rows
             ax.axhline(ref.score, color=color, linestyle="--", label=f"{key} (S = {ref.score:.3f})")
             if math.isfinite(ref.score_lo):
                 ax.axhspan(ref.score_lo, ref.score_hi, color=color, alpha=0.12)
@@ -98,8 +100,8 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
 
 
 def plot_comparison(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
     a_err: np.ndarray,
     b_err: np.ndarray,
     labels: Sequence[str],
@@ -157,7 +159,7 @@ def plot_weight_change(rows: Sequence[dict], num_blocks: int, path: Path, title:
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(
         handles,
-        [h.get_label() for h in handles],
+        cast("list[str]", [h.get_label() for h in handles]),  # the labels of labelled artists
         fontsize=8,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.16),

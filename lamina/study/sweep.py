@@ -42,7 +42,7 @@ def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
     Raises:
         ConfigError: a bad study value or a setting ``lamina train`` would refuse.
     """
-    from lamina.trainer.train import validate
+    from lamina.trainer.validation import validate
 
     validate_study(cfg.study)
     if cfg.eval.episodes < 1:
@@ -107,7 +107,7 @@ def run_sweep(
 
     Args:
         cfg: the composed sweep config.
-        train_fn: runs one arm (``lamina.trainer.train.train`` by default; serial executor only).
+        train_fn: runs one arm (``lamina.backend.train`` by default; serial executor only).
         console: where the table of arms is printed.
     Raises:
         ConfigError: bad settings, or settings that differ from the sweep already in the folder.
@@ -137,7 +137,7 @@ def run_sweep(
             arm_cfg.trainer.progress = False  # parallel progress bars would interleave
         run_ray(jobs, status, cfg.study.ray_address, cfg.study.gpus_per_arm, cfg.study.cpus_per_arm)
     elif jobs:
-        from lamina.trainer.train import train
+        from lamina.backend import train
 
         run_serial(jobs, status, train_fn or train)
     else:

@@ -33,7 +33,7 @@ def weight_change(path: str | Path) -> tuple[list[dict], int, Path]:
     Returns:
         ``(rows, L, checkpoint folder)``; a row holds the ``COLUMNS``.
     """
-    ckpt, run_dir = resolve_checkpoint(path)
+    ckpt, run_dir = resolve_checkpoint(path, argument="RUN_OR_CHECKPOINT")
     model_cfg = model_config_of(run_config(run_dir))
     model_cfg.dtype = "float32"
     model, _ = load_model(model_cfg)
@@ -48,12 +48,14 @@ def weight_change(path: str | Path) -> tuple[list[dict], int, Path]:
     with torch.no_grad():
         for name, param in model.named_parameters():
             block = block_of(name, prefix)
-            key: int | str | None = block
+            key: int | str
             if block is None:
                 if name not in trained:
                     continue  # embeddings and head that did not train: nothing to report
                 key = "embeddings" if "embed" in name else "lm_head" if "head" in name else name
                 groups.setdefault(key, {"diff": 0.0, "norm": 0.0, "changed": 0, "numel": 0, "trained": 0})
+            else:
+                key = block
             start = param.detach().float()
             g = groups[key]
             g["norm"] += float(start.pow(2).sum())

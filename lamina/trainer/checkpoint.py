@@ -24,6 +24,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -61,7 +62,9 @@ def capture_rng(shuffle: torch.Generator | None) -> tuple[dict[str, torch.Tensor
     if shuffle is not None:
         tensors["shuffle"] = shuffle.get_state()
     version, mt_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # The global RandomState is MT19937, whose legacy state is this tuple (numpy's stubs also allow a dict).
+    mt19937 = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    name, keys, pos, has_gauss, cached = mt19937
     states = {
         "python": [version, list(mt_state), gauss],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
@@ -92,15 +95,20 @@ def save_checkpoint(
     state: dict,
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Writes ``checkpoints/iter_<k>/`` crash-safely and returns it.
+    """Writes ``checkpoints/iter_<k>/`` crash-safely and returns it; k = ``iteration + 1``.
+
+    A folder counts the iterations done, as the progress lines do ("iter 4/4", "eval @4" ->
+    ``iter_000004``) and as verl's ``global_step_<k>`` and TRL's ``checkpoint-<k>`` do; ``state.json``
+    keeps ``iteration``, the 0-based index of the last iteration done, as ``metrics.jsonl`` does.
 
     Args:
+        iteration: the 0-based index of the iteration just done.
         state: JSON-able loop state merged into ``state.json``.
         tensors: extra safetensors files, file stem -> {name: tensor} (``reference``, ``rng``).
     """
     root = Path(output_dir) / "checkpoints"
-    final = root / f"{PREFIX}{iteration:06d}"
-    staging = root / f".{PREFIX}{iteration:06d}.partial"
+    final = root / f"{PREFIX}{iteration + 1:06d}"
+    staging = root / f".{PREFIX}{iteration + 1:06d}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     params = dict(model.named_parameters())

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
 from lamina.envs.runner import EnvGroupRunner
+from lamina.trainer.config import RunConfig
+from lamina.trainer.factories import make_runner
 from lamina.trainer.rollout import Policy, collect_rollouts
 
 
@@ -54,7 +57,11 @@ def evaluate(cfg, policy: Policy, runner: EnvGroupRunner, episodes: int, progres
         ``seeds``, ``won``, ``returns``, ``lengths``, ``task_types`` (lists in seed order).
     """
     seeds = [cfg.env.eval_seed_offset + i for i in range(episodes)]
-    won, returns, lengths, types, scores = [], [], [], [], []
+    won: list[bool] = []
+    returns: list[float] = []
+    lengths: list[int] = []
+    types: list[str] = []
+    scores: list[Any] = []  # the infos' "score", where the env reports one
     steps = invalid = 0
     fallback_type = default_task_type(cfg)
     for start in range(0, episodes, runner.num_envs):
@@ -140,3 +147,18 @@ def format_result(result: dict, title: str) -> str:
     if "mean_score" in result:
         extra += f", mean score {result['mean_score']:.3f}"
     return "\n".join([*lines, "", extra])
+
+
+def held_out_eval(cfg: RunConfig, policy: Policy, progress, label: str) -> dict:
+    """Held-out evaluation of the current weights (``eval.episodes`` episodes, in chunks of
+    ``rollout.batch_size * rollout.group_size``); ``lamina train`` and ``lamina eval`` share it."""
+    policy.model.eval()
+    progress.start_eval(cfg.eval.episodes, label)
+    count = min(cfg.eval.episodes, cfg.rollout.batch_size * cfg.rollout.group_size)
+    with make_runner(cfg, count, evaluation=True) as eval_runner:
+        return evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
+
+
+def run_eval(cfg: RunConfig, policy: Policy, progress, iteration: int, label: str) -> dict:
+    """``held_out_eval`` as a ``metrics.jsonl`` record of ``iteration``."""
+    return {"kind": "eval", "iteration": iteration, **held_out_eval(cfg, policy, progress, label)}

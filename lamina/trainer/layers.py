@@ -15,6 +15,7 @@ import csv
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -25,6 +26,14 @@ MODULE_PATTERNS = {
     "mlp": r"(^|\.)(mlp|feed_forward|ffn)\.",
     "norm": r"(^|\.)[a-z_]*(norm|ln)[a-z_0-9]*\.",
 }
+
+
+class _WithEmbeddings(Protocol):
+    """What a transformers model (``PreTrainedModel``) has beyond ``nn.Module``."""
+
+    def get_input_embeddings(self) -> nn.Module | None: ...
+
+    def get_output_embeddings(self) -> nn.Module | None: ...
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -119,8 +128,8 @@ def trainable_parameter_names(
     prefix, block_list = find_blocks(model)
     pattern = re.compile(MODULE_PATTERNS.get(modules, modules))
     block_prefixes = {f"{prefix}.{b}.": b for b in blocks}
-    input_emb = model.get_input_embeddings()
-    output_emb = model.get_output_embeddings()
+    input_emb = cast(_WithEmbeddings, model).get_input_embeddings()
+    output_emb = cast(_WithEmbeddings, model).get_output_embeddings()
     emb_ids = {id(p) for p in input_emb.parameters()} if input_emb is not None else set()
     head_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
     if emb_ids & head_ids and train_embeddings != train_lm_head:

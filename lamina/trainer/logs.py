@@ -22,7 +22,13 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+    from wandb.sdk.wandb_run import Run as WandbRun
+
+WandbMode = Literal["online", "offline", "disabled", "shared"]
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +110,9 @@ class MetricsLogger:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.run_name = cfg.run_name or self.run_dir.resolve().name
-        self.writer = None
-        self.wandb_run = None
-        self.mlflow_client = None
+        self.writer: SummaryWriter | None = None
+        self.wandb_run: WandbRun | None = None
+        self.mlflow_client: Any = None  # an mlflow.tracking.MlflowClient; mlflow is optional
         self.mlflow_run_id: str | None = None
         if cfg.tensorboard or (cfg.tensorboard is None and tensorboard_available()):
             self._open_tensorboard()
@@ -144,7 +150,7 @@ class MetricsLogger:
             name=self.run_name,
             dir=str(self.run_dir),
             config=config,
-            mode=self.cfg.wandb_mode,
+            mode=cast("WandbMode | None", self.cfg.wandb_mode),  # a str field: OmegaConf has no Literal
             reinit="create_new",  # one run per logger, even inside a process that made others
         )
 
@@ -205,7 +211,7 @@ class MetricsLogger:
     def __enter__(self) -> MetricsLogger:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         self.close()
         return False
 

@@ -23,7 +23,7 @@ def keep_fp32_master_weights(model: nn.Module, trainable: Sequence[nn.Parameter]
     compute = torch.float16 if torch.float16 in low else torch.bfloat16
     for param in trainable:
         param.data = param.data.float()
-    model.lamina_autocast_dtype = compute
+    model.lamina_autocast_dtype = compute  # type: ignore[assignment]  # torch stubs: only Tensor/Module attrs
     return compute
 
 

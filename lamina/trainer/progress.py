@@ -12,7 +12,7 @@ import sys
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lamina.trainer.logs import format_iteration_line
 
@@ -42,8 +42,8 @@ class TrainingProgress:
             console=self.console,
             disable=not self.interactive,
         )
-        self.task = None
-        self.eval_task = None
+        self.task: TaskID | None = None  # the iterations' bar, when training
+        self.eval_task: TaskID | None = None
         self.started = time.perf_counter()
         self.first_iteration: int | None = None
         self.last_status = ""
@@ -66,6 +66,7 @@ class TrainingProgress:
     def start_iteration(self, iteration: int) -> None:
         if self.first_iteration is None:
             self.first_iteration, self.started = iteration, time.perf_counter()
+        assert self.task is not None, "start_iteration() needs training=True"
         self.progress.update(self.task, completed=iteration)
 
     def on_rollout_step(self, step: int, active: int) -> None:
@@ -119,6 +120,7 @@ class TrainingProgress:
         if self.interactive:
             if not is_eval:
                 self.last_status = line.split("  ", 1)[-1]
+                assert self.task is not None, "an iteration's record needs training=True"
                 self.progress.update(self.task, completed=row["iteration"] + 1, status=self.last_status)
             else:
                 self.progress.console.print(line)

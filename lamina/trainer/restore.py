@@ -23,23 +23,28 @@ from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint
 MAX_INIT_CHAIN = 16
 
 
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+def resolve_checkpoint(path: str | Path, argument: str = "checkpoint=") -> tuple[Path, Path]:
     """``(checkpoint folder, run folder)`` of a run folder (its newest complete checkpoint) or of a
     checkpoint folder (``<run>/checkpoints/iter_NNNNNN``).
+
+    Args:
+        path: the folder.
+        argument: how the command line named it, for messages (``checkpoint=`` or a positional name).
 
     Raises:
         ValueError: naming the path and what a valid one holds.
     """
     path = Path(path)
+    named = f"{argument}{str(path)!r}" if argument.endswith("=") else f"{argument} {str(path)!r}"
     if (path / "state.json").exists() and (path / "trainable.safetensors").exists():
         return path, path.parent.parent
     if path.is_dir() and (path / "checkpoints").is_dir():
         ckpt = latest_checkpoint(path)
         if ckpt is not None:
             return ckpt, path
-        raise ValueError(f"checkpoint={str(path)!r}: {path / 'checkpoints'} holds no complete checkpoint")
+        raise ValueError(f"{named}: {path / 'checkpoints'} holds no complete checkpoint")
     raise ValueError(
-        f"checkpoint={str(path)!r} is neither a run folder (with checkpoints/) nor a checkpoint folder "
+        f"{named} is neither a run folder (with checkpoints/) nor a checkpoint folder "
         "(with trainable.safetensors and state.json)"
     )
 

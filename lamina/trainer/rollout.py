@@ -32,30 +32,6 @@ ROW_FIELDS = (
 )
 
 
-@dataclass
-class RolloutConfig:
-    """``rollout`` config group.
-
-    Args:
-        group_size: G, copies of each task reset with the same seed.
-        batch_size: B, tasks per iteration.
-        temperature: sampling temperature of training rollouts.
-        max_new_tokens: response budget per step.
-        micro_batch_size: prompts per ``generate`` call.
-        invalid_penalty: subtracted from the reward of a step whose action is invalid.
-        env_workers: worker processes stepping the environments (0: in this process; worth it
-            only for slow engines such as ALFWorld).
-    """
-
-    group_size: int = 4
-    batch_size: int = 2
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-    micro_batch_size: int = 16
-    invalid_penalty: float = 0.1
-    env_workers: int = 0
-
-
 # RolloutBatch's fields with one entry per step row; CHOICE_FIELDS too, in choose mode (else None).
 PER_ROW_FIELDS = (
     "prompt_ids",
@@ -105,6 +81,7 @@ class RolloutBatch:
         if (self.candidates is None) != (self.chosen is None):
             raise ValueError("RolloutBatch.candidates and RolloutBatch.chosen come together")
         if self.candidates is not None:
+            assert self.chosen is not None  # checked just above: they come together
             if len(self.candidates) != n or len(self.chosen) != n:
                 raise ValueError(f"RolloutBatch.candidates/chosen need {n} rows")
             if any(lp.shape != (1,) for lp in self.old_log_probs):
@@ -142,8 +119,12 @@ class Policy(Protocol):
     ``lamina.agents.prefix.PrefixStore``) lets ``log_probs`` start at the lowest trainable block.
     """
 
-    model: torch.nn.Module
-    max_response_units: int
+    # Read-only here, so that implementations may narrow the type (a PreTrainedModel) or use a property.
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    @property
+    def max_response_units(self) -> int: ...
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]: ...
 

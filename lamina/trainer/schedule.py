@@ -13,28 +13,13 @@ scheduler at its start iteration instead of saving its state.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from lamina.trainer.config import ScheduleConfig
+
 SCHEDULE_KINDS = ("constant", "cosine")
-
-
-@dataclass
-class ScheduleConfig:
-    """``trainer.schedule``: the learning rate of iteration k is ``trainer.lr * lr_lambda(k, ...)``.
-
-    Args:
-        warmup_iterations: the lr rises linearly over these first iterations (1/W, 2/W, ..., 1).
-        kind: ``constant`` (stay at the peak after warm-up) or ``cosine`` (decay to
-            ``min_lr_ratio`` x peak at the last iteration).
-        min_lr_ratio: the cosine schedule's floor, as a fraction of the peak lr (in [0, 1]).
-    """
-
-    warmup_iterations: int = 0
-    kind: str = "constant"
-    min_lr_ratio: float = 0.0
 
 
 def check_schedule(cfg: ScheduleConfig) -> None:

@@ -12,7 +12,7 @@ chat-template ``encode``) and, as the response, the expert action in the form th
 continuation of the action (the same text + EOS by default). The loss is the token-mean
 cross-entropy of the response tokens only, on the blocks chosen by ``layers``/``modules`` (the same
 grammar as ``lamina train``). The output folder holds ``config.yaml``, ``metrics.jsonl`` (one row
-per epoch), ``sft.json`` and a checkpoint ``checkpoints/iter_NNNNNN`` (NNNNNN = the last epoch)
+per epoch), ``sft.json`` and a checkpoint ``checkpoints/iter_NNNNNN`` (NNNNNN = the epochs done)
 that ``lamina train init_from=DIR``, ``lamina export`` and ``lamina.trainer.restore`` read.
 """
 
@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,61 +31,23 @@ from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.choose import ChoicePolicy
-from lamina.agents.models import load_model, model_num_blocks, resolve_device
+from lamina.agents.models import model_num_blocks
 from lamina.agents.parsing import parse_step_action
 from lamina.agents.policy import HFPolicy
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
+from lamina.compose import compose
 from lamina.envs import resolve_env_id
 from lamina.envs.runner import EnvGroupRunner
 from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import save_checkpoint
-from lamina.trainer.config import RunConfig
-from lamina.trainer.layers import apply_layer_selection, param_groups, parse_layers, trainable_parameter_names
-from lamina.trainer.precision import keep_fp32_master_weights
+from lamina.trainer.config import SftConfig, SftRunConfig
+from lamina.trainer.factories import load_start_model, select_trainable
+from lamina.trainer.layers import parse_layers
 from lamina.trainer.update import pack_rows, response_log_probs
 
 log = logging.getLogger(__name__)
 
 GENERATE_TEMPLATE = "<action>{action}</action>"
-
-
-@dataclass
-class SftConfig:
-    """``sft`` config group.
-
-    Args:
-        episodes: expert episodes, on distinct random training seeds (at most ``env.train_tasks``).
-        epochs: passes over the expert rows.
-        lr: AdamW learning rate (``trainer.lr_multipliers`` scale it per block).
-        batch_size: rows per optimizer step.
-        micro_batch_size: rows per forward/backward.
-        max_grad_norm: gradient-norm clip.
-        weight_decay: AdamW weight decay.
-        seed: the shuffling seed.
-        parallel_envs: environments stepped together while the expert plays.
-        measure_loss: also compute the loss on all expert rows before and after training
-            (``sft.json``: ``initial_loss``, ``final_loss``; one extra forward over the rows each).
-        output_dir: where config, metrics and the checkpoint go.
-    """
-
-    episodes: int = 32
-    epochs: int = 2
-    lr: float = 1e-4
-    batch_size: int = 8
-    micro_batch_size: int = 4
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    parallel_envs: int = 8
-    measure_loss: bool = True
-    output_dir: str = "runs/sft"
-
-
-@dataclass
-class SftRunConfig(RunConfig):
-    """Everything ``lamina sft`` reads: the training config (env, model, agent, layers, ...) plus ``sft``."""
-
-    sft: SftConfig = field(default_factory=SftConfig)
 
 
 @dataclass
@@ -122,24 +84,9 @@ def compose_sft_config(overrides: Sequence[str]) -> SftRunConfig:
     """``configs/sft.yaml`` with Hydra overrides as a typed ``SftRunConfig``.
 
     Raises:
-        ConfigError: an unknown group option or a bad override, in one line.
+        ConfigError: an unknown group option, an unknown key or a bad value, in one line.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from lamina.cli import config_dir, group_options
-
-    for override in overrides:
-        group, _, value = override.partition("=")
-        if group in ("env", "algorithm", "model") and value and value not in group_options(group):
-            raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(group_options(group))}")
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            raw = compose(config_name="sft", overrides=list(overrides))
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SftRunConfig), raw))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"bad override: {str(err).strip().splitlines()[0]}") from None
+    return compose("sft", overrides, SftRunConfig)
 
 
 def validate_sft(cfg: SftRunConfig) -> list[int]:
@@ -344,24 +291,10 @@ def sft(cfg: SftRunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     torch.manual_seed(cfg.sft.seed)
-    model, tokenizer = load_model(cfg.model, resolve_device(cfg.trainer.device))
-    init_from = getattr(cfg, "init_from", None)
-    if init_from:
-        from lamina.trainer.restore import load_init_from
-
-        load_init_from(init_from, model, cfg.model)
+    model, tokenizer = load_start_model(cfg)
     model.eval()
     rows, collect_s = play_expert(cfg, model, tokenizer)
-    names = trainable_parameter_names(
-        model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
-    )
-    trainable = apply_layer_selection(model, names)
-    keep_fp32_master_weights(model, trainable)  # as lamina train does, for low-precision models
-    optimizer = torch.optim.AdamW(
-        param_groups(model, names, cfg.sft.lr, cfg.trainer.lr_multipliers),
-        lr=cfg.sft.lr,
-        weight_decay=cfg.sft.weight_decay,
-    )
+    names, trainable, optimizer = select_trainable(cfg, model, blocks, cfg.sft.lr, cfg.sft.weight_decay)
     generator = torch.Generator().manual_seed(cfg.sft.seed)
     summary = {
         **rows.summary(),

@@ -15,10 +15,16 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Literal
 
 from lamina.errors import StoppedBySignal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# What signal.signal() takes and returns.
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class GracefulStop:
@@ -26,7 +32,7 @@ class GracefulStop:
 
     def __init__(self) -> None:
         self.requested: str | None = None
-        self.saved: dict[int, object] = {}
+        self.saved: dict[int, SignalHandler] = {}
         self.deferring = False  # inside an iteration: finish it first; elsewhere stop at once
 
     @contextlib.contextmanager
@@ -44,7 +50,7 @@ class GracefulStop:
                 self.saved[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
         return False

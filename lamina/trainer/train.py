@@ -8,132 +8,29 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lamina.agents.choose import SCORE_MODES, ChoicePolicy
-from lamina.agents.models import load_model, model_num_blocks, resolve_device, resolve_dtype
-from lamina.agents.policy import HFPolicy
-from lamina.agents.prefix import PrefixStore, prefix_start
+from lamina.agents.prefix import PrefixStore
 from lamina.algorithms.advantages import anchor_stats, get_estimator
-from lamina.envs import resolve_env_id
 from lamina.envs.runner import EnvGroupRunner
-from lamina.errors import ConfigError, StoppedBySignal, TrainingStopped
-from lamina.trainer.checkpoint import (
-    capture_rng,
-    latest_checkpoint,
-    load_checkpoint,
-    load_tensors,
-    prune_checkpoints,
-    restore_rng,
-    save_checkpoint,
-)
+from lamina.envs.seeds import task_seeds
+from lamina.errors import StoppedBySignal, TrainingStopped
+from lamina.trainer.checkpoint import latest_checkpoint, prune_checkpoints
 from lamina.trainer.config import RunConfig
-from lamina.trainer.evaluate import evaluate
-from lamina.trainer.layers import (
-    ReferenceWeights,
-    apply_layer_selection,
-    param_groups,
-    parse_layers,
-    trainable_parameter_names,
-)
+from lamina.trainer.evaluate import run_eval
+from lamina.trainer.factories import Learner, build_learner, make_policy, make_runner
 from lamina.trainer.logs import MetricsLogger, plot_curves
-from lamina.trainer.precision import all_finite, keep_fp32_master_weights
 from lamina.trainer.progress import TrainingProgress
-from lamina.trainer.restore import load_init_from
+from lamina.trainer.resume import resume, save
 from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
-from lamina.trainer.schedule import check_schedule, make_scheduler
+from lamina.trainer.schedule import make_scheduler
 from lamina.trainer.signals import GracefulStop
 from lamina.trainer.update import ppo_update
-
-
-def validate(cfg: RunConfig) -> list[int]:
-    """Checks the config cheaply (no weights loaded); returns the trainable block indices."""
-    try:
-        resolve_env_id(cfg.env.name)
-        get_estimator(cfg.algorithm.estimator)
-        blocks = parse_layers(cfg.layers, model_num_blocks(cfg.model))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if cfg.algorithm.needs_groups and cfg.rollout.group_size < 2:
-        raise ConfigError(
-            f"rollout.group_size={cfg.rollout.group_size}: algorithm {cfg.algorithm.estimator!r} compares "
-            "trajectories within a group and needs rollout.group_size >= 2"
-        )
-    for key in ("batch_size", "max_new_tokens", "micro_batch_size"):
-        if getattr(cfg.rollout, key) < 1:
-            raise ConfigError(f"rollout.{key}={getattr(cfg.rollout, key)} must be >= 1")
-    if cfg.trainer.iterations < 0:
-        raise ConfigError(f"trainer.iterations={cfg.trainer.iterations} must be >= 0 (0: evaluate only)")
-    if cfg.env.max_steps < 1:
-        raise ConfigError(f"env.max_steps={cfg.env.max_steps} must be >= 1")
-    if cfg.agent.mode not in ("generate", "choose"):
-        raise ConfigError(f"agent.mode={cfg.agent.mode!r}; valid: generate, choose")
-    if cfg.rollout.env_workers < 0:
-        raise ConfigError(f"rollout.env_workers={cfg.rollout.env_workers} must be >= 0 (0: in this process)")
-    if cfg.backend not in ("native", "verl"):
-        raise ConfigError(f"backend={cfg.backend!r}; valid: native, verl")
-    if cfg.trainer.iterations > 0 and not cfg.rollout.temperature > 0:
-        raise ConfigError(
-            f"rollout.temperature={cfg.rollout.temperature}: training samples from softmax(logits / T) "
-            "and needs T > 0 (evaluation may be greedy: eval.temperature=0)"
-        )
-    if cfg.agent.choose_score not in SCORE_MODES:
-        raise ConfigError(f"agent.choose_score={cfg.agent.choose_score!r}; valid: {', '.join(SCORE_MODES)}")
-    try:
-        check_schedule(cfg.trainer.schedule)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if cfg.eval.episodes < 0 or cfg.eval.every < 0:
-        raise ConfigError(
-            f"eval.episodes={cfg.eval.episodes}, eval.every={cfg.eval.every}: both must be >= 0 (0: none)"
-        )
-    validate_env(cfg)
-    for key in ("save_every", "keep_checkpoints"):
-        if getattr(cfg.trainer, key) < 0:
-            raise ConfigError(f"trainer.{key}={getattr(cfg.trainer, key)} must be >= 0 (0: off)")
-    if not cfg.trainer.lr > 0:
-        raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be > 0 (e.g. 1e-4 for one block, 1e-5 for all)")
-    if cfg.trainer.max_skipped_steps < 1:
-        raise ConfigError(f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 1")
-    try:
-        resolve_dtype(cfg.model.dtype, resolve_device(cfg.trainer.device))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    return blocks
-
-
-def validate_env(cfg: RunConfig) -> None:
-    """Required constructor arguments are set, and training seeds stay below the held-out ones."""
-    evaluating = cfg.eval.episodes > 0
-    merged = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
-    for key in cfg.env.required_kwargs:
-        if cfg.env.kwargs.get(key) is None:
-            raise ConfigError(f"env.kwargs.{key} is not set; env={cfg.env.name} needs it")
-        if evaluating and merged.get(key) is None:
-            raise ConfigError(
-                f"env.eval_kwargs.{key} is not set; env={cfg.env.name} evaluates on held-out tasks of their "
-                "own (or set eval.episodes=0)"
-            )
-    train_tasks, offset = cfg.env.train_tasks, cfg.env.eval_seed_offset
-    if not cfg.env.eval_kwargs and train_tasks is not None and train_tasks > offset:
-        raise ConfigError(
-            f"env.train_tasks={train_tasks} would overlap the held-out seeds from env.eval_seed_offset="
-            f"{offset}; valid: env.train_tasks <= {offset}"
-        )
-
-
-def task_seeds(cfg: RunConfig, iteration: int) -> list[int]:
-    """The B task seeds of an iteration, drawn without replacement from the training tasks."""
-    rng = np.random.default_rng([cfg.trainer.seed, iteration])
-    high = cfg.env.train_tasks or (2**31 - 1 if cfg.env.eval_kwargs else cfg.env.eval_seed_offset)
-    size = min(cfg.rollout.batch_size, high)
-    return [int(s) for s in rng.choice(high, size=size, replace=False)]
+from lamina.trainer.validation import validate
 
 
 def compute_advantages(cfg: RunConfig, batch: RolloutBatch) -> np.ndarray:
@@ -151,158 +48,6 @@ def compute_advantages(cfg: RunConfig, batch: RolloutBatch) -> np.ndarray:
         episode_stats=algo.episode_stats,
         anchor_similarity=algo.anchor_similarity,
     )
-
-
-def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGroupRunner:
-    """``count`` environments, in ``rollout.env_workers`` worker processes (0: in this process)."""
-    kwargs = {**cfg.env.kwargs, **(cfg.env.eval_kwargs if evaluation else {})}
-    return EnvGroupRunner(
-        cfg.env.name,
-        count,
-        num_workers=cfg.rollout.env_workers,
-        env_kwargs=kwargs,
-        max_episode_steps=cfg.env.max_steps,
-    )
-
-
-def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
-    """The policy of ``agent.mode``: ``generate`` (text in tags) or ``choose`` (likelihood of actions)."""
-    if cfg.agent.mode == "choose":
-        return ChoicePolicy(
-            model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size, score=cfg.agent.choose_score
-        )
-    return HFPolicy(
-        model,
-        tokenizer,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        micro_batch_size=cfg.rollout.micro_batch_size,
-    )
-
-
-@dataclass
-class Learner:
-    """The model and what updates it: trainable names and tensors, optimizer, KL reference."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    blocks: list[int]
-    names: list[str]
-    trainable: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    reference: ReferenceWeights | None
-    shuffle: torch.Generator  # mini-batch order
-    skipped_in_a_row: int = 0  # consecutive optimizer steps skipped for a non-finite loss/gradient
-    prefix: PrefixStore | None = None  # states entering the lowest trainable block, per iteration
-
-
-def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
-    """Loads the model onto ``trainer.device``, freezes all but the chosen blocks, keeps fp32 master
-    weights for them when the model computes in a lower precision, and builds AdamW and the reference."""
-    model, tokenizer = load_model(cfg.model, resolve_device(cfg.trainer.device))
-    try:
-        if cfg.init_from:
-            load_init_from(cfg.init_from, model, cfg.model)  # before the KL reference copies its tensors
-        names = trainable_parameter_names(
-            model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    trainable = apply_layer_selection(model, names)
-    keep_fp32_master_weights(model, trainable)
-    # AdamW refuses an empty parameter list; with layers=none it holds one unused placeholder.
-    groups = (
-        param_groups(model, names, cfg.trainer.lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)]
-    )
-    optimizer = torch.optim.AdamW(groups, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
-    reference = ReferenceWeights(trainable) if cfg.algorithm.loss.kl_coef > 0 and trainable else None
-    shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
-    start = prefix_start(model, names) if cfg.trainer.update.frozen_prefix else 0
-    prefix = PrefixStore(start) if start > 0 else None
-    return Learner(model, tokenizer, blocks, names, trainable, optimizer, reference, shuffle, prefix=prefix)
-
-
-def optimizer_settings(cfg: RunConfig) -> dict:
-    """What must not change across a resume: the optimizer's state was built for these."""
-    schedule = cfg.trainer.schedule
-    return {
-        "lr": cfg.trainer.lr,
-        "lr_multipliers": {str(k): float(v) for k, v in sorted(cfg.trainer.lr_multipliers.items())},
-        "weight_decay": cfg.trainer.weight_decay,
-        # A cosine schedule's shape depends on the run length; a constant one does not.
-        "schedule": [schedule.kind, schedule.warmup_iterations, schedule.min_lr_ratio]
-        + ([cfg.trainer.iterations] if schedule.kind == "cosine" else []),
-    }
-
-
-def save(cfg: RunConfig, learner: Learner, out: Path, iteration: int) -> Path:
-    """A checkpoint of everything an exact resume needs; refuses non-finite weights."""
-    if not all_finite(learner.trainable):
-        raise TrainingStopped(
-            f"iteration {iteration}: the trained weights hold NaN or Inf, so no checkpoint was written; "
-            f"the last good one is {latest_checkpoint(out) or 'none'}"
-        )
-    rng_tensors, rng_states = capture_rng(learner.shuffle)
-    tensors = {"rng": rng_tensors}
-    if learner.reference is not None:
-        tensors["reference"] = dict(zip(learner.names, learner.reference.initial, strict=True))
-    state = {
-        "blocks": learner.blocks,
-        "optimizer_settings": optimizer_settings(cfg),
-        "rng": rng_states,
-        "skipped_in_a_row": learner.skipped_in_a_row,
-    }
-    return save_checkpoint(out, iteration, learner.model, learner.names, learner.optimizer, state, tensors)
-
-
-def resume(cfg: RunConfig, learner: Learner, out: Path) -> int:
-    """Restores the newest good checkpoint when ``trainer.resume``; returns the next iteration.
-
-    Weights, optimizer state, KL reference, every random generator and the loop counters come back,
-    so a resumed run continues exactly as an uninterrupted one; ``metrics.jsonl`` rows after the
-    checkpoint are dropped. A changed layer selection or learning rate is refused.
-    """
-    ckpt = latest_checkpoint(out) if cfg.trainer.resume else None
-    if ckpt is None:
-        return 0
-    state = json.loads((ckpt / "state.json").read_text())
-    if state["trainable"] != learner.names:
-        raise ConfigError(
-            f"trainer.resume: {ckpt} trained blocks {state.get('blocks')} "
-            f"({len(state['trainable'])} tensors) but this run selects blocks {learner.blocks} "
-            f"({len(learner.names)} tensors); resume with the same layers/modules or use a new "
-            "trainer.output_dir"
-        )
-    saved = state.get("optimizer_settings")
-    if saved is not None and saved != optimizer_settings(cfg):
-        raise ConfigError(
-            f"trainer.resume: {ckpt} was trained with {saved} but this run asks for "
-            f"{optimizer_settings(cfg)}; resume with the same settings or use a new trainer.output_dir"
-        )
-    load_checkpoint(ckpt, learner.model, learner.optimizer)
-    reference = load_tensors(ckpt, "reference")
-    if learner.reference is not None and reference is not None:
-        device = learner.trainable[0].device
-        learner.reference.initial = [reference[n].to(device) for n in learner.names]
-    rng = load_tensors(ckpt, "rng")
-    if rng is not None and "rng" in state:
-        restore_rng(rng, state["rng"], learner.shuffle)
-    learner.skipped_in_a_row = int(state.get("skipped_in_a_row", 0))
-    truncate_metrics(out / "metrics.jsonl", state["iteration"])
-    return state["iteration"] + 1
-
-
-def truncate_metrics(path: Path, last_iteration: int) -> None:
-    """Drops ``metrics.jsonl`` rows of iterations after ``last_iteration`` (atomically)."""
-    if not path.exists():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("iteration", -1) <= last_iteration
-    ]
-    staging = path.with_suffix(".jsonl.partial")
-    staging.write_text("".join(line + "\n" for line in kept))
-    staging.replace(path)
 
 
 @contextlib.contextmanager
@@ -353,7 +98,7 @@ def run_iteration(
         batch = collect_rollouts(
             policy,
             runner,
-            task_seeds(cfg, iteration),
+            task_seeds(cfg.env, cfg.trainer.seed, iteration, cfg.rollout.batch_size),
             cfg.rollout.group_size,
             max_steps=cfg.env.max_steps,
             prompt_cfg=cfg.agent,
@@ -397,26 +142,11 @@ def check_skipped_steps(cfg: RunConfig, learner: Learner, update: dict, iteratio
     if learner.skipped_in_a_row >= cfg.trainer.max_skipped_steps:
         out = Path(cfg.trainer.output_dir)
         raise TrainingStopped(
-            f"iteration {iteration}: {learner.skipped_in_a_row} update steps in a row had a non-finite "
+            f"iteration {iteration + 1}: {learner.skipped_in_a_row} update steps in a row had a non-finite "
             f"loss or gradient (trainer.max_skipped_steps={cfg.trainer.max_skipped_steps}); stopped. "
             f"The last good checkpoint is {latest_checkpoint(out) or 'none'}; lower trainer.lr or "
             "try model.dtype=float32"
         )
-
-
-def held_out_eval(cfg: RunConfig, policy: Policy, progress, label: str) -> dict:
-    """Held-out evaluation of the current weights (``eval.episodes`` episodes, in chunks of
-    ``rollout.batch_size * rollout.group_size``); ``lamina train`` and ``lamina eval`` share it."""
-    policy.model.eval()
-    progress.start_eval(cfg.eval.episodes, label)
-    count = min(cfg.eval.episodes, cfg.rollout.batch_size * cfg.rollout.group_size)
-    with make_runner(cfg, count, evaluation=True) as eval_runner:
-        return evaluate(cfg, policy, eval_runner, cfg.eval.episodes, progress)
-
-
-def run_eval(cfg: RunConfig, policy: Policy, progress, iteration: int, label: str) -> dict:
-    """``held_out_eval`` as a ``metrics.jsonl`` record of ``iteration``."""
-    return {"kind": "eval", "iteration": iteration, **held_out_eval(cfg, policy, progress, label)}
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -427,16 +157,13 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def train(cfg: RunConfig) -> Path:
-    """Runs training (and evaluation) and returns the output folder.
+    """Runs native training (and evaluation) and returns the output folder (``lamina.backend.train``
+    picks this or the verl backend).
 
     Order: validate, build the learner (model on ``trainer.device``, frozen blocks, optimizer),
     resume, evaluate the base model, then per iteration rollout -> advantages -> update -> logs,
     periodic evaluation and checkpoints; finally the held-out evaluation and ``curves.png``.
     """
-    if cfg.backend == "verl":
-        from lamina.integrations.verl.launch import run
-
-        return run(cfg)
     blocks = validate(cfg)
     out = Path(cfg.trainer.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -487,7 +214,7 @@ def train(cfg: RunConfig) -> Path:
                     prune_checkpoints(out, cfg.trainer.keep_checkpoints)
             if stop.requested and not last:
                 raise StoppedBySignal(
-                    f"{stop.requested} after iteration {iteration}: saved {ckpt}; continue with "
+                    f"{stop.requested} after iteration {iteration + 1}: saved {ckpt}; continue with "
                     f"trainer.resume=true trainer.output_dir={out}"
                 )
         if cfg.eval.episodes > 0:

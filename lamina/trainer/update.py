@@ -8,8 +8,7 @@ both as (B, L) tensors with a mask.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -18,19 +17,9 @@ from lamina.agents.choose import state_key
 from lamina.agents.logprobs import PackedRows, pack_rows, response_log_probs  # noqa: F401  (re-exported)
 from lamina.agents.prefix import PrefixStore
 from lamina.algorithms.losses import LossConfig, policy_loss, verl_actor_config
+from lamina.trainer.config import UpdateConfig
 from lamina.trainer.layers import ReferenceWeights
 from lamina.trainer.rollout import Policy, RolloutBatch
-
-
-@dataclass
-class UpdateConfig:
-    """Optimisation settings (part of the ``trainer`` group)."""
-
-    ppo_epochs: int = 1
-    mini_batch_size: int | None = None  # rows per optimizer step; None = the whole batch
-    micro_batch_size: int = 8  # distinct states per forward/backward (a group's copies often share one)
-    max_grad_norm: float = 1.0
-    frozen_prefix: bool = True  # start forwards at the lowest trainable block (lamina.agents.prefix)
 
 
 def _pad_right(tensors: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
@@ -68,11 +57,11 @@ def micro_batches(
     if batch.candidates is None or not by_state:
         groups = [[i] for i in rows]
     else:
-        by_state: dict = {}
+        states: dict[Hashable, list[int]] = {}
         for i in rows:
             key = state_key(batch.prompt_ids[i].tolist(), batch.candidates[i])
-            by_state.setdefault(key, []).append(i)
-        groups = list(by_state.values())
+            states.setdefault(key, []).append(i)
+        groups = list(states.values())
     return [sum(groups[s : s + size], []) for s in range(0, len(groups), size)]
 
 

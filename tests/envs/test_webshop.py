@@ -477,6 +477,7 @@ def test_no_model_libraries_under_envs():
         "goals.py",
         "pages.py",
         "procedural.py",
+        "products.py",
         "reward.py",
         "search.py",
     ]

@@ -164,8 +164,8 @@ def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
     arm = tmp_path / "block01-seed0"
     metrics = [json.loads(x) for x in (arm / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1]
-    assert sorted(p.name for p in (arm / "checkpoints").iterdir()) == ["iter_000001"]  # older ones pruned
-    optimizer = torch.load(arm / "checkpoints" / "iter_000001" / "optimizer.pt", weights_only=False)
+    assert sorted(p.name for p in (arm / "checkpoints").iterdir()) == ["iter_000002"]  # older ones pruned
+    optimizer = torch.load(arm / "checkpoints" / "iter_000002" / "optimizer.pt", weights_only=False)
     assert all(int(s["step"]) == 2 for s in optimizer["state"].values())  # continued, not restarted
 
     assert main(["sweep", *common, "study.layers=[0,1,2]"]) == 0  # all finished: only the analysis
@@ -211,4 +211,4 @@ def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
     assert all(0 < s.seconds < wall for s in status.states.values())  # each arm's own run time
     for name in ("base-seed0", "block03-seed0"):
         assert json.loads((tmp_path / name / "eval.json").read_text())["episodes"] == 2
-    assert (tmp_path / "block03-seed0" / "checkpoints" / "iter_000000" / "trainable.safetensors").exists()
+    assert (tmp_path / "block03-seed0" / "checkpoints" / "iter_000001" / "trainable.safetensors").exists()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from lamina.cli import UsageError, compose_config
 from lamina.errors import ConfigError
-from lamina.trainer.train import validate
+from lamina.trainer.validation import validate
 
 KEYS = [
     "trainer.iterations",

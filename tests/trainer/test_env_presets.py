@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lamina.cli import compose_config, config_dir
+from lamina.cli import compose_config
+from lamina.compose import config_dir
 from lamina.envs.registry import make
-from lamina.trainer.train import validate
+from lamina.trainer.validation import validate
 
 PRESETS = sorted(p.stem for p in (Path(config_dir()) / "env").glob("*.yaml"))
 

@@ -24,6 +24,7 @@ from lamina.trainer.precision import keep_fp32_master_weights
 from lamina.trainer.rollout import single_step_batch
 from lamina.trainer.train import train
 from lamina.trainer.update import UpdateConfig, ppo_update
+from lamina.trainer.validation import validate
 
 TIMING_KEYS = {"rollout_s", "update_s"}
 # FrozenLake in choose mode, 2 PPO epochs of shuffled mini-batches and a KL reference: every
@@ -62,10 +63,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, mode):
             [*common, "trainer.iterations=4", "trainer.resume=true", f"trainer.output_dir={split}"]
         )
     )
-    a = load_file(str(whole / "checkpoints" / "iter_000003" / "trainable.safetensors"))
-    b = load_file(str(split / "checkpoints" / "iter_000003" / "trainable.safetensors"))
+    a = load_file(str(whole / "checkpoints" / "iter_000004" / "trainable.safetensors"))
+    b = load_file(str(split / "checkpoints" / "iter_000004" / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    initial = load_file(str(whole / "checkpoints" / "iter_000003" / "reference.safetensors"))
+    initial = load_file(str(whole / "checkpoints" / "iter_000004" / "reference.safetensors"))
     assert any(not torch.equal(a[k], initial[k]) for k in a)  # training really moved the weights
     assert _metrics(whole) == _metrics(split)
     assert [r["iteration"] for r in _metrics(split)] == [0, 1, 2, 3]
@@ -83,7 +84,7 @@ def test_resume_refuses_other_layers_or_learning_rate(tmp_path):
 
 def test_checkpoint_state_loads_without_pickle(tmp_path):
     train(compose_config([*EXACT, "trainer.iterations=1", f"trainer.output_dir={tmp_path}"]))
-    ckpt = tmp_path / "checkpoints" / "iter_000000"
+    ckpt = tmp_path / "checkpoints" / "iter_000001"
     assert {p.name for p in ckpt.iterdir()} == {
         "trainable.safetensors",
         "reference.safetensors",
@@ -150,7 +151,7 @@ def test_training_temperature_zero_is_refused(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "rollout.temperature=0.0" in err and "eval.temperature=0" in err
     validate_only = compose_config(["model=tiny-random", "eval.temperature=0"])
-    train_module.validate(validate_only)  # greedy evaluation is fine
+    validate(validate_only)  # greedy evaluation is fine
 
 
 def test_device_and_dtype_are_validated():
@@ -160,10 +161,10 @@ def test_device_and_dtype_are_validated():
         ("agent.choose_score=max", "agent.choose_score='max'; valid: sum, mean"),
     ]:
         with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("[", r"\[")):
-            train_module.validate(compose_config(["model=tiny-random", override]))
+            validate(compose_config(["model=tiny-random", override]))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
-            train_module.validate(compose_config(["model=tiny-random", "trainer.device=cuda"]))
+            validate(compose_config(["model=tiny-random", "trainer.device=cuda"]))
 
 
 def _token_rows(tokenizer, n=4, seed=0):
@@ -248,12 +249,12 @@ def test_run_stops_after_max_skipped_steps(tmp_path, monkeypatch):
     cfg = compose_config(
         [*EXACT, *one_step, "trainer.iterations=6", "trainer.save_every=1", f"trainer.output_dir={tmp_path}"]
     )
-    with pytest.raises(TrainingStopped, match=r"3 update steps in a row .*iter_000002"):
+    with pytest.raises(TrainingStopped, match=r"3 update steps in a row .*iter_000003"):
         train(cfg)
     saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert saved == ["iter_000000", "iter_000001", "iter_000002"]
-    first = load_file(str(tmp_path / "checkpoints" / "iter_000000" / "trainable.safetensors"))
-    last = load_file(str(tmp_path / "checkpoints" / "iter_000002" / "trainable.safetensors"))
+    assert saved == ["iter_000001", "iter_000002", "iter_000003"]
+    first = load_file(str(tmp_path / "checkpoints" / "iter_000001" / "trainable.safetensors"))
+    last = load_file(str(tmp_path / "checkpoints" / "iter_000003" / "trainable.safetensors"))
     assert all(torch.equal(first[k], last[k]) and torch.isfinite(first[k]).all() for k in first)
     rows = _metrics(tmp_path)
     assert [r["skipped_steps"] for r in rows] == [0.0, 1.0, 1.0]  # iteration 3 stopped before its row
@@ -277,10 +278,10 @@ def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, monkeypatch):
     cfg = compose_config(
         [*EXACT, "trainer.iterations=2", "trainer.save_every=1", f"trainer.output_dir={tmp_path}"]
     )
-    with pytest.raises(TrainingStopped, match=r"iteration 1: the trained weights hold NaN .*iter_000000"):
+    with pytest.raises(TrainingStopped, match=r"iteration 2: the trained weights hold NaN .*iter_000001"):
         train(cfg)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000000"]
-    saved = load_file(str(tmp_path / "checkpoints" / "iter_000000" / "trainable.safetensors"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000001"]
+    saved = load_file(str(tmp_path / "checkpoints" / "iter_000001" / "trainable.safetensors"))
     assert all(torch.isfinite(t).all() for t in saved.values())
 
 
@@ -360,7 +361,7 @@ def test_bfloat16_run_keeps_fp32_master_weights(tmp_path):
             [*EXACT, "model.dtype=bfloat16", "trainer.iterations=1", f"trainer.output_dir={tmp_path}"]
         )
     )
-    trained = load_file(str(out / "checkpoints" / "iter_000000" / "trainable.safetensors"))
+    trained = load_file(str(out / "checkpoints" / "iter_000001" / "trainable.safetensors"))
     assert trained and all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in trained.values())
 
 

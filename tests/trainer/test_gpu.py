@@ -8,8 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from lamina.cli import compose_config
+from lamina.trainer.factories import build_learner, make_policy, make_runner
 from lamina.trainer.progress import TrainingProgress
-from lamina.trainer.train import build_learner, make_policy, make_runner, run_iteration, train, validate
+from lamina.trainer.train import run_iteration, train
+from lamina.trainer.validation import validate
 
 pytestmark = [
     pytest.mark.gpu,
@@ -58,6 +60,6 @@ def test_two_iterations_on_cuda_in_bf16(tmp_path, mode):
 
 def test_run_on_cuda_writes_checkpoint_and_eval(tmp_path):
     out = train(compose_config([*GPU_RUN, "trainer.iterations=1", f"trainer.output_dir={tmp_path}"]))
-    trained = load_file(str(out / "checkpoints" / "iter_000000" / "trainable.safetensors"))
+    trained = load_file(str(out / "checkpoints" / "iter_000001" / "trainable.safetensors"))
     assert trained and all(t.dtype == torch.float32 for t in trained.values())
     assert (out / "eval.json").exists()

@@ -48,15 +48,15 @@ def _final_tensors(run, iteration):
 
 def test_damaged_or_half_written_checkpoint_is_skipped(tmp_path, caplog):
     run = train(compose_config([*RUN, "trainer.iterations=3", f"trainer.output_dir={tmp_path}"]))
-    newest = run / "checkpoints" / "iter_000002"
+    newest = run / "checkpoints" / "iter_000003"
     data = bytearray((newest / "trainable.safetensors").read_bytes())
     data[-1] ^= 0xFF  # one corrupted byte in the tensor data
     (newest / "trainable.safetensors").write_bytes(bytes(data))
-    (run / "checkpoints" / "iter_000001" / "manifest.json").unlink()  # a save that never finished
+    (run / "checkpoints" / "iter_000002" / "manifest.json").unlink()  # a save that never finished
     with caplog.at_level(logging.WARNING):
-        assert latest_checkpoint(run) == run / "checkpoints" / "iter_000000"
-    assert "iter_000002: trainable.safetensors does not match its checksum" in caplog.text
-    assert "iter_000001: no manifest" in caplog.text
+        assert latest_checkpoint(run) == run / "checkpoints" / "iter_000001"
+    assert "iter_000003: trainable.safetensors does not match its checksum" in caplog.text
+    assert "iter_000002: no manifest" in caplog.text
     # Resuming redoes iterations 1-2 from the good checkpoint and drops their old metrics rows.
     train(compose_config([*RUN, "trainer.iterations=3", "trainer.resume=true", f"trainer.output_dir={run}"]))
     assert [r["iteration"] for r in _metrics(run)] == [0, 1, 2]
@@ -76,8 +76,8 @@ def test_checkpoint_is_written_under_a_temporary_name(tmp_path, monkeypatch):
     final = checkpoint.save_checkpoint(
         tmp_path, 0, model, ["weight"], torch.optim.AdamW(model.parameters()), {}
     )
-    assert seen and all(names == [".iter_000000.partial"] for names in seen)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000000"]
+    assert seen and all(names == [".iter_000001.partial"] for names in seen)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000001"]
     assert checkpoint.checkpoint_problem(final) is None
 
 
@@ -87,7 +87,7 @@ def test_keep_checkpoints_prunes_the_oldest(tmp_path):
             [*RUN, "trainer.iterations=4", "trainer.keep_checkpoints=2", f"trainer.output_dir={tmp_path}"]
         )
     )
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000002", "iter_000003"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000003", "iter_000004"]
 
 
 def _cli(run, iterations, extra=()):

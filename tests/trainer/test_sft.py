@@ -86,7 +86,7 @@ def test_sft_lowers_the_expert_loss_and_its_checkpoint_loads(tmp_path):
     assert summary["initial_loss"] > 10 and summary["final_loss"] < 0.3 * summary["initial_loss"]
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [0, 1, 2, 3] and epochs[-1]["loss"] < epochs[0]["loss"]
-    state = json.loads((out / "checkpoints" / "iter_000003" / "state.json").read_text())
+    state = json.loads((out / "checkpoints" / "iter_000004" / "state.json").read_text())
     assert state["kind"] == "sft" and state["blocks"] == [0, 1, 2, 3]
 
     # The checkpoint, loaded into a fresh base model, reproduces the trained loss.
@@ -135,7 +135,7 @@ def test_load_init_from_refuses_another_base_model(tmp_path):
         ("sft.lr=-1", "sft.lr=-1.0 must be > 0"),
         ("layers=none", "layers='none' selects no block: SFT would train nothing"),
         ("env=zork", "unknown env 'zork'; valid: "),
-        ("sft.epochz=2", "bad override"),
+        ("sft.epochz=2", "unknown key 'sft.epochz' (sft.epochz=2); did you mean sft.epochs?"),
     ],
 )
 def test_bad_sft_settings_fail_with_one_line(override, expected, capsys, tmp_path):

@@ -44,7 +44,7 @@ def test_two_iteration_run_writes_outputs(tmp_path):
         } <= set(r)
         assert 0 <= r["success_rate"] <= 1 and 0 <= r["invalid_action_rate"] <= 1
         assert r["rows"] >= 4  # 2 tasks x 2 copies, at least one step each
-    ckpt = out / "checkpoints" / "iter_000001"
+    ckpt = out / "checkpoints" / "iter_000002"
     tensors = load_file(str(ckpt / "trainable.safetensors"))
     assert tensors and all(name.startswith("model.layers.2.") for name in tensors)
     state = json.loads((ckpt / "state.json").read_text())
@@ -58,15 +58,15 @@ def test_two_iteration_run_writes_outputs(tmp_path):
 def test_resume_continues_from_newest_checkpoint(tmp_path):
     base = [*FAST, f"trainer.output_dir={tmp_path}", "eval.episodes=0", "trainer.save_every=1"]
     train(compose_config([*base, "trainer.iterations=1"]))
-    first = load_file(str(tmp_path / "checkpoints" / "iter_000000" / "trainable.safetensors"))
+    first = load_file(str(tmp_path / "checkpoints" / "iter_000001" / "trainable.safetensors"))
     train(compose_config([*base, "trainer.iterations=2", "trainer.resume=true"]))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [0, 1]
-    second = load_file(str(tmp_path / "checkpoints" / "iter_000001" / "trainable.safetensors"))
+    second = load_file(str(tmp_path / "checkpoints" / "iter_000002" / "trainable.safetensors"))
     assert set(first) == set(second)
-    state = json.loads((tmp_path / "checkpoints" / "iter_000001" / "state.json").read_text())
+    state = json.loads((tmp_path / "checkpoints" / "iter_000002" / "state.json").read_text())
     assert state["iteration"] == 1
-    optimizer = torch.load(tmp_path / "checkpoints" / "iter_000001" / "optimizer.pt", weights_only=False)
+    optimizer = torch.load(tmp_path / "checkpoints" / "iter_000002" / "optimizer.pt", weights_only=False)
     # AdamW counted two steps: the resumed run continued the optimizer state of the first one.
     assert all(int(s["step"]) == 2 for s in optimizer["state"].values())
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from lamina.envs.actions import describe_action
 from lamina.envs.base import TextEnv, make_info
-from lamina.envs.webshop.catalogue import Catalog, load_catalog
+from lamina.envs.webshop.catalogue import load_catalog
 from lamina.envs.webshop.goals import Goal, split_order
 from lamina.envs.webshop.pages import (
     BACK_TO_SEARCH,
@@ -36,6 +36,7 @@ from lamina.envs.webshop.pages import (
     render_page,
     results_window,
 )
+from lamina.envs.webshop.products import Catalog
 from lamina.envs.webshop.reward import fuzzy_score, webshop_reward
 
 MAX_ACTION_CHARS = 1000

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lamina.envs.webshop.catalogue import Product
+    from lamina.envs.webshop.products import Product
 
 PRICE_RANGE = [10.0 * i for i in range(1, 100)]  # WebShop's grid of price bounds
 NO_PRICE_BOUND = 1_000_000.0
@@ -135,7 +135,7 @@ class GoalSet(Sequence[Goal]):
     def __iter__(self) -> Iterator[Goal]:
         return (self[i] for i in range(len(self)))
 
-    def __getitem__(self, index: int) -> Goal:  # type: ignore[override]
+    def __getitem__(self, index: int) -> Goal:  # type: ignore[override]  # int indices only, no slices
         if not -len(self) <= index < len(self):
             raise IndexError(f"goal {index} out of range; the catalogue has {len(self)} goals")
         index %= len(self)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lamina.envs.webshop.catalogue import PRODUCT_WINDOW, Catalog, Product
+from lamina.envs.webshop.products import PRODUCT_WINDOW, Catalog, Product
 
 SEP = " [SEP] "
 SEARCH_BUTTON, BACK_TO_SEARCH, BUY_NOW = "search", "back to search", "buy now"

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
-from lamina.envs.webshop.catalogue import Catalog, Product
 from lamina.envs.webshop.goals import GoalTemplate
+from lamina.envs.webshop.products import Catalog, Product
 
 # (query, product category path, title nouns, option name -> value pool, price range)
 _ProductType = tuple[str, str, tuple[str, ...], dict[str, tuple[str, ...]], tuple[float, float]]
@@ -284,7 +285,7 @@ def _procedural_product(
     price = float(int(rng.uniform(low, high))) + 0.99
     bullets = [f"{a.capitalize()}: designed with {a} in mind for everyday use." for a in attributes]
     bullets.append(f"{noun} by {brand}; satisfaction guaranteed.")
-    reviews = [
+    reviews: list[dict[str, Any]] = [
         dict(zip(("title", "score", "body"), line, strict=True))
         for line in rng.sample(_REVIEW_LINES, rng.randint(0, 2))
     ]

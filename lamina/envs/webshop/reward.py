@@ -36,8 +36,8 @@ from typing import Any
 from rapidfuzz import fuzz
 from rapidfuzz.utils import default_process
 
-from lamina.envs.webshop.catalogue import Product
 from lamina.envs.webshop.goals import Goal, OptionTerm
+from lamina.envs.webshop.products import Product
 
 FUZZY_THRESHOLD = 85
 # WebShop's COLOR_SET (web_agent_site/engine/normalize.py), in its order: the first one found wins.

@@ -15,58 +15,20 @@ and is cut into ``mini_batches`` equal mini-batches by lamina's trainer (``train
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-# lamina estimator -> (verl adv_estimator, extra algorithm keys)
-ESTIMATORS: dict[str, str] = {
-    "grpo": "grpo",
-    "gigpo": "gigpo",
-    "rloo": "rloo",
-    "reinforce_pp": "reinforce_plus_plus",
-}
+from lamina.agents.config import ModelConfig
+from lamina.algorithms.advantages import VERL_NAMES
+from lamina.trainer.config import RunConfig, VerlBackendConfig
+
+if TYPE_CHECKING:  # freezing imports verl's engine: only when a selection is built
+    from lamina.integrations.verl.freezing import LayerSelection
+
 ROLLOUT_ENGINES = ("vllm", "sglang")
 ROLLOUT_MANAGER = "lamina.integrations.verl.trainer.StepRolloutManager"
-
-
-@dataclass
-class VerlBackendConfig:
-    """``verl`` config section: what only the verl backend needs.
-
-    Args:
-        ray_address: a Ray cluster (``ray://host:10001`` or ``auto``); None starts a local Ray.
-        nnodes, n_gpus_per_node: the GPUs verl spreads actor, reference and rollout over.
-        rollout_engine: verl's rollout server (``vllm`` or ``sglang``).
-        tensor_parallel_size: rollout tensor parallelism.
-        gpu_memory_utilization: the rollout server's share of GPU memory.
-        max_prompt_length, max_response_length: token budgets of one step's prompt and response.
-        mini_batches: optimizer steps per iteration (the step rows are cut into this many).
-        micro_batch_size: rows per forward/backward on one GPU.
-        strategy: verl's FSDP flavour for actor and reference (``fsdp2`` or ``fsdp``).
-        gradient_checkpointing: recompute activations in the backward pass.
-        attn_implementation: HF attention kernel of the trained model (``flash_attention_2``, ``sdpa``).
-        logger: verl's trackers (``console``, ``wandb``, ``tensorboard``...).
-        overrides: raw verl config overrides applied last, e.g. ``["trainer.val_before_train=false"]``.
-    """
-
-    ray_address: str | None = None
-    nnodes: int = 1
-    n_gpus_per_node: int = 8
-    rollout_engine: str = "vllm"
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.6
-    max_prompt_length: int = 2048
-    max_response_length: int = 512
-    mini_batches: int = 4
-    micro_batch_size: int = 8
-    strategy: str = "fsdp2"
-    gradient_checkpointing: bool = True
-    attn_implementation: str = "flash_attention_2"
-    logger: list[str] = field(default_factory=lambda: ["console"])
-    overrides: list[str] = field(default_factory=list)
 
 
 def verl_config_dir() -> Path:
@@ -87,7 +49,7 @@ def base_verl_config() -> DictConfig:
         return compose(config_name="ppo_trainer")
 
 
-def model_folder(model_cfg: Any) -> str:
+def model_folder(model_cfg: ModelConfig) -> str:
     """The folder or HF id verl loads: ``model.path``, else the cached SmolLM2 checkpoint."""
     if model_cfg.path:
         return str(model_cfg.path)
@@ -101,7 +63,7 @@ def model_folder(model_cfg: Any) -> str:
     )
 
 
-def lamina_settings(cfg: Any, verl_cfg: VerlBackendConfig, model_path: str) -> dict[str, Any]:
+def lamina_settings(cfg: RunConfig, verl_cfg: VerlBackendConfig, model_path: str) -> dict[str, Any]:
     """The verl keys lamina's config decides, as ``{dotted key: value}``."""
     algo, loss, trainer = cfg.algorithm, cfg.algorithm.loss, cfg.trainer
     group_size, tasks = cfg.rollout.group_size, cfg.rollout.batch_size
@@ -152,7 +114,7 @@ def lamina_settings(cfg: Any, verl_cfg: VerlBackendConfig, model_path: str) -> d
         "data.max_prompt_length": verl_cfg.max_prompt_length,
         "data.max_response_length": verl_cfg.max_response_length,
         "data.seed": trainer.seed,
-        "algorithm.adv_estimator": ESTIMATORS.get(algo.estimator, "grpo"),
+        "algorithm.adv_estimator": VERL_NAMES[algo.estimator],
         "algorithm.norm_adv_by_std_in_grpo": norm_by_std,
         "algorithm.use_kl_in_reward": False,
         "+algorithm.gigpo": {
@@ -207,7 +169,7 @@ def apply_overrides(config: DictConfig, overrides: list[str]) -> None:
             OmegaConf.update(config, key, yaml.safe_load(text), merge=False, force_add=add)
 
 
-def compose_verl_config(cfg: Any, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None):
+def compose_verl_config(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None):
     """verl's PPO config for a lamina run (nothing launched, nothing loaded).
 
     Args:
@@ -227,7 +189,7 @@ def compose_verl_config(cfg: Any, verl_cfg: VerlBackendConfig | None = None, mod
     return config
 
 
-def lamina_section(cfg: Any, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
+def lamina_section(cfg: RunConfig, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
     """What lamina's per-step trainer needs beyond verl's keys, as plain data."""
     return {
         "env": OmegaConf.to_container(OmegaConf.structured(cfg.env)),
@@ -244,7 +206,7 @@ def lamina_section(cfg: Any, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
     }
 
 
-def layer_selection(cfg: Any):
+def layer_selection(cfg: RunConfig) -> LayerSelection:
     """The ``LayerSelection`` of a RunConfig (layers, modules, embeddings, LM head, multipliers)."""
     from lamina.integrations.verl.freezing import LayerSelection
 

@@ -24,7 +24,7 @@ from verl.trainer.ppo.core_algos import register_adv_est
 
 from lamina.algorithms.torch_advantages import gigpo_advantages
 
-DEFAULTS = {"gamma": 0.95, "step_weight": 1.0, "norm": "std", "episode_stats": "trajectory", "eps": 1e-6}
+DEFAULTS = {"gamma": 0.95, "step_weight": 1.0, "norm": "std", "episode_stats": "steps", "eps": 1e-6}
 
 
 def _options(config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +57,8 @@ def compute_gigpo_outcome_advantage(
         non_tensor_batch: holds ``traj_uid``, ``step_id`` and ``anchor`` arrays of length B.
 
     Returns:
-        ``(advantages, returns)``, both (B, R): the row advantage on every response token.
+        ``(advantages, returns)``, both (B, R) in ``token_level_rewards``' dtype: the row advantage
+        (computed in float64, see ``lamina.algorithms.torch_advantages``) on every response token.
     """
     batch = dict(non_tensor_batch or {})
     batch.update({k: kwargs.pop(k) for k in ("traj_uid", "step_id", "anchor") if k in kwargs})
@@ -68,7 +69,8 @@ def compute_gigpo_outcome_advantage(
             "them); for outcome-only data use adv_estimator=grpo"
         )
     groups = index if index is not None else batch["uid"]
-    row_rewards = (token_level_rewards * response_mask).sum(-1).double()
+    # float64 before the sum: statistics never see more than the inputs' own rounding
+    row_rewards = (token_level_rewards.double() * response_mask.double()).sum(-1)
     steps = torch.as_tensor([int(s) for s in batch["step_id"]], device=row_rewards.device)
     advantages = gigpo_advantages(
         row_rewards,

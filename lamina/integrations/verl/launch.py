@@ -11,15 +11,15 @@ Every verl process (driver, TaskRunner, workers) gets lamina's plugin through ve
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lamina.algorithms.advantages import VERL_NAMES
+from lamina.compose import compose
 from lamina.errors import ConfigError
 from lamina.integrations.verl.config import (
-    ESTIMATORS,
     ROLLOUT_ENGINES,
     VerlBackendConfig,
     check_with_verl,
@@ -27,49 +27,34 @@ from lamina.integrations.verl.config import (
     layer_selection,
     worker_env,
 )
+from lamina.trainer.config import RunConfig
 
-VERL_ESTIMATORS = (*ESTIMATORS, "dr_grpo")
 STRATEGIES = ("fsdp", "fsdp2")
 
 
-def backend_config(cfg: Any) -> VerlBackendConfig:
-    """``cfg.verl`` (a ``VerlBackendConfig`` or a mapping), defaults when the RunConfig has none."""
-    section = getattr(cfg, "verl", None)
-    if section is None:
-        return VerlBackendConfig()
-    if isinstance(section, VerlBackendConfig):
-        return section
-    data = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
-    return VerlBackendConfig(**data)
+def backend_config(cfg: RunConfig) -> VerlBackendConfig:
+    """The run's ``verl`` section."""
+    return cfg.verl
 
 
-def split_run_config(raw: DictConfig) -> tuple[Any, VerlBackendConfig]:
-    """A composed lamina config with a ``verl`` section -> ``(RunConfig, VerlBackendConfig)``.
-
-    For a ``RunConfig`` without a ``verl`` field: the section is taken out before the merge.
-    """
-    from lamina.trainer.config import RunConfig
-
-    data = OmegaConf.to_container(raw, resolve=True)
-    section = data.pop("verl", None) or {}
-    verl_cfg = VerlBackendConfig(**section)
-    if "verl" in {f.name for f in fields(RunConfig)}:  # a RunConfig that carries the section itself
-        data["verl"] = section
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), data))
-    return cfg, verl_cfg
+def split_run_config(raw: DictConfig) -> tuple[RunConfig, VerlBackendConfig]:
+    """A composed lamina config (a ``DictConfig``) -> ``(RunConfig, its verl section)``."""
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), raw))
+    assert isinstance(cfg, RunConfig)
+    return cfg, cfg.verl
 
 
-def _check_lamina(cfg: Any, verl_cfg: VerlBackendConfig) -> None:
+def _check_lamina(cfg: RunConfig, verl_cfg: VerlBackendConfig) -> None:
     """The checks that need no verl: one clear line per bad value."""
     from lamina.agents.models import model_num_blocks
     from lamina.envs import resolve_env_id
     from lamina.integrations.verl.freezing import LayerSelection  # noqa: F401  (fails early if verl is broken)
     from lamina.trainer.layers import parse_layers
 
-    if cfg.algorithm.estimator not in VERL_ESTIMATORS:
+    if cfg.algorithm.estimator not in VERL_NAMES:
         raise ConfigError(
             f"algorithm.estimator={cfg.algorithm.estimator!r} is not available with backend=verl; "
-            f"valid: {', '.join(VERL_ESTIMATORS)}"
+            f"valid: {', '.join(VERL_NAMES)}"
         )
     if cfg.algorithm.anchor_similarity is not None:
         raise ConfigError(
@@ -106,7 +91,7 @@ def _check_lamina(cfg: Any, verl_cfg: VerlBackendConfig) -> None:
 
 
 def validate(
-    cfg: Any, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None
+    cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None
 ) -> DictConfig:
     """Checks a lamina RunConfig for the verl backend and returns verl's composed config.
 
@@ -166,7 +151,7 @@ class LaminaTaskRunner:
         trainer.fit()
 
 
-def run(cfg: Any, verl_cfg: VerlBackendConfig | None = None) -> Path:
+def run(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None) -> Path:
     """Trains with verl and returns ``trainer.output_dir``.
 
     Writes ``config.yaml`` (lamina's config) and ``verl_config.yaml`` (what verl ran with), starts or
@@ -190,16 +175,8 @@ def run(cfg: Any, verl_cfg: VerlBackendConfig | None = None) -> Path:
 
 def compose_run_config(overrides: list[str]) -> tuple[Any, VerlBackendConfig]:
     """lamina's config tree (``configs/train.yaml``) with Hydra overrides -> ``(RunConfig, verl section)``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lamina.cli import config_dir
-
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        raw = compose(config_name="train", overrides=list(overrides))
-    return split_run_config(raw)
+    cfg = compose("train", overrides, RunConfig)
+    return cfg, backend_config(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,18 +33,9 @@ from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from lamina.agents.prompt import PromptConfig
-from lamina.algorithms.advantages import get_estimator
+from lamina.algorithms.advantages import estimator_of_verl_name, get_estimator
+from lamina.envs.seeds import task_seeds
 from lamina.integrations.verl.rollout import play_steps, to_dataproto
-
-# verl's estimator name -> lamina's (for the estimators computed over step rows by lamina)
-LAMINA_ESTIMATORS = {"grpo": "grpo", "rloo": "rloo", "reinforce_plus_plus": "reinforce_pp", "gigpo": "gigpo"}
-
-
-def task_seeds(lamina: DictConfig, batch_size: int, iteration: int) -> list[int]:
-    """The B task seeds of an iteration (same draw as lamina's native trainer)."""
-    rng = np.random.default_rng([int(lamina.seed), iteration])
-    high = lamina.env.get("train_tasks") or 2**31 - 1
-    return [int(s) for s in rng.choice(high, size=min(batch_size, high), replace=False)]
 
 
 def step_advantages(batch: DataProto, algorithm: DictConfig) -> torch.Tensor:
@@ -68,13 +59,10 @@ def step_advantages(batch: DataProto, algorithm: DictConfig) -> torch.Tensor:
             non_tensor_batch=batch.non_tensor_batch,
         )
         return advantages
-    if name not in LAMINA_ESTIMATORS:
-        raise ValueError(
-            f"algorithm.adv_estimator={name!r}; per-step rows support {', '.join(LAMINA_ESTIMATORS)}"
-        )
+    estimator = get_estimator(estimator_of_verl_name(name))
     nt = batch.non_tensor_batch
-    row = get_estimator(LAMINA_ESTIMATORS[name])(
-        (rewards * mask).sum(-1).double().numpy(),
+    row = estimator(
+        (rewards.double() * mask).sum(-1).numpy(),  # float64 before the sum: no rounding to undo
         list(nt["traj_uid"]),
         np.asarray(nt["step_id"], dtype=np.int64),
         list(nt["uid"]),
@@ -292,7 +280,8 @@ class StepPPOTrainer(RayPPOTrainer):
         """One rollout -> advantages -> update iteration; returns verl-style metrics."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        seeds = task_seeds(self.config.lamina, int(self.config.data.train_batch_size), iteration)
+        lamina = self.config.lamina
+        seeds = task_seeds(lamina.env, int(lamina.seed), iteration, int(self.config.data.train_batch_size))
         batch = self.async_rollout_manager.play(seeds, uid_prefix=f"it{iteration}-")
         self.checkpoint_manager.sleep_replicas()
         timing["timing_s/gen"] = time.perf_counter() - t0

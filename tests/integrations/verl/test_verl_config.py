@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lamina.cli import config_dir
+from lamina.compose import config_dir
 from lamina.errors import ConfigError
 from lamina.integrations.verl.config import VerlBackendConfig, worker_env
 from lamina.integrations.verl.freezing import LayerSelection

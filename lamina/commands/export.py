@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lamina.agents.models import stop_token_ids
+from lamina.errors import UsageError
 from lamina.trainer.restore import load_trained_model
 
 EXPORT_KEYS = ("checkpoint", "out")
@@ -66,3 +67,13 @@ def parse_export_args(overrides: Sequence[str]) -> dict[str, str]:
     if missing:
         raise ValueError(f"missing {missing[0]}=...; usage: lamina export checkpoint=DIR out=DIR")
     return args
+
+
+def cmd_export(overrides: Sequence[str]) -> int:
+    try:
+        args = parse_export_args(overrides)
+        out = export_checkpoint(args["checkpoint"], args["out"])
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"exported: {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+    return 0

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lamina.errors import UsageError
+
 # Module of bench/ -> what it measures; the table keeps this order.
 MODULES = {
     "update": "update phase: one block vs all blocks (time, peak memory)",
@@ -30,7 +32,7 @@ HEADER = ["what", "baseline", "lamina", "ratio", "target", "met"]
 
 def bench_root() -> Path:
     """The source checkout's root (``bench/`` lives beside the ``lamina`` package, not inside it)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "__init__.py").exists():
         raise ValueError(
             f"lamina bench runs from a source checkout: no bench/ folder beside {Path(__file__).parent} "
@@ -90,3 +92,11 @@ def run_bench(args: Sequence[str]) -> str:
     if bad:
         raise RuntimeError(f"non-finite ratio in: {'; '.join(bad)}")
     return table
+
+
+def cmd_bench(overrides: Sequence[str]) -> int:
+    try:
+        print(run_bench(overrides))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return 0

@@ -148,6 +148,8 @@ def play(
             if command.startswith(":"):
                 print_fn(f"unknown command {command!r}. {HELP}")
                 continue
+            if not command:  # a bare Enter is not an action: it would spend a step as an invalid one
+                continue
             if episode.done:
                 print_fn("The episode is over: :r plays again, :q quits.")
                 continue
@@ -228,6 +230,23 @@ def parse_play_overrides(overrides: Sequence[str]) -> tuple[str, dict[str, Any],
     return env_name, kwargs, seed, max_steps
 
 
+def apply_preset(env_name: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An ``env=`` preset of ``configs/env/`` (``textworld_hard``, ``sokoban_ragen``, ...) becomes its
+    environment and constructor arguments, so ``lamina play env=X`` plays what ``lamina train env=X``
+    trains on; ``env.kwargs.KEY=VALUE`` still wins. Unset (null) preset arguments are left to the
+    constructor's defaults. Any other name is an environment name, passed through."""
+    from omegaconf import OmegaConf
+
+    from lamina.compose import config_dir, group_options
+
+    if env_name not in group_options("env"):
+        return env_name, kwargs
+    preset = OmegaConf.to_container(OmegaConf.load(config_dir() / "env" / f"{env_name}.yaml"), resolve=True)
+    assert isinstance(preset, dict)
+    defaults = {k: v for k, v in (preset.get("kwargs") or {}).items() if v is not None}
+    return str(preset["name"]), {**defaults, **kwargs}
+
+
 def _read_line(prompt: str) -> str:
     """``input``, looked up when called (so tests can replace ``builtins.input``)."""
     return input(prompt)
@@ -245,6 +264,7 @@ def cmd_play(overrides: Sequence[str]) -> int:
 
     try:
         env_name, kwargs, seed, max_steps = parse_play_overrides(overrides)
+        env_name, kwargs = apply_preset(env_name, kwargs)
         summary = play(env_name, kwargs, seed=seed, input_fn=_read_line, max_steps=max_steps)
     except (ValueError, FileNotFoundError) as err:  # unknown env, bad arguments, missing data
         print(f"lamina: error: {err}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """``lamina eval``: held-out evaluation of a run, a checkpoint, the base model or a sweep's ensemble.
 
     lamina eval checkpoint=runs/default                       # the run's env, agent and model
-    lamina eval checkpoint=runs/default/checkpoints/iter_000003 eval.episodes=128 eval.temperature=0
+    lamina eval checkpoint=runs/default/checkpoints/iter_000004 eval.episodes=128 eval.temperature=0
     lamina eval model=smollm2-135m env=alfworld eval.episodes=100
     lamina eval ensemble=runs/sweep:3                         # the 3 best single-block policies' vote
 
@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lamina.agents.models import load_model, resolve_device
-from lamina.errors import ConfigError
+from lamina.errors import ConfigError, UsageError
 from lamina.trainer.config import RunConfig
-from lamina.trainer.evaluate import format_result
-from lamina.trainer.progress import TrainingProgress
-from lamina.trainer.restore import load_trained_model, resolve_checkpoint, run_config
 
 INHERITED = ("env", "agent", "rollout")
 
 
 def run_config_of(run_dir: Path) -> RunConfig:
     """A run folder's ``config.yaml`` as a typed ``RunConfig`` (keys this version lacks dropped)."""
+    from lamina.trainer.restore import run_config
+
     raw = run_config(run_dir)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), {k: v for k, v in raw.items() if k in known})
@@ -62,7 +61,13 @@ def run_evaluation(
             or ``runs/eval/<model>-<env>``).
         overridden: top-level config sections named on the command line.
     """
-    from lamina.trainer.train import held_out_eval, make_policy, validate
+    # Imported here, not at the top: ``lamina eval`` refuses a bad command line before torch loads.
+    from lamina.agents.models import load_model, resolve_device
+    from lamina.trainer.evaluate import format_result, held_out_eval
+    from lamina.trainer.factories import make_policy
+    from lamina.trainer.progress import TrainingProgress
+    from lamina.trainer.restore import load_trained_model, resolve_checkpoint
+    from lamina.trainer.validation import validate
 
     overridden = overridden or set()
     device = resolve_device(cfg.trainer.device)
@@ -103,3 +108,27 @@ def run_evaluation(
     (target / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     print(format_result(result, title))
     return target
+
+
+EVAL_ARGUMENTS = ("checkpoint", "ensemble", "out")
+
+
+def cmd_eval(overrides: Sequence[str]) -> int:
+    from lamina.commands.train import compose_config
+
+    picked = {k: v for k, _, v in (o.partition("=") for o in overrides) if k in EVAL_ARGUMENTS}
+    rest = [o for o in overrides if o.partition("=")[0] not in picked]
+    overridden = {o.partition("=")[0].lstrip("+").split(".")[0] for o in rest}
+    if "checkpoint" in picked and "ensemble" in picked:
+        raise UsageError("give checkpoint=DIR or ensemble=SWEEP:K, not both")
+    if ("checkpoint" in picked or "ensemble" in picked) and any(o.startswith("model") for o in rest):
+        raise UsageError("the model comes from checkpoint=/ensemble=; leave out model=... there")
+    cfg = compose_config(rest)
+    try:
+        out = run_evaluation(
+            cfg, picked.get("checkpoint"), picked.get("ensemble"), picked.get("out"), overridden
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"written: {out}")
+    return 0
