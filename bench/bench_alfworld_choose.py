@@ -37,7 +37,11 @@ def lock_steps(optimized: bool, steps: int, *overrides: str) -> dict:
     cfg = config(False, *ALFWORLD, *overrides)
     _, policy = build(cfg, optimized)
     n = cfg.rollout.batch_size * cfg.rollout.group_size
-    seeds = [s for s in task_seeds(cfg.env, cfg.trainer.seed, 0, cfg.rollout.batch_size) for _ in range(cfg.rollout.group_size)]
+    seeds = [
+        s
+        for s in task_seeds(cfg.env, cfg.trainer.seed, 0, cfg.rollout.batch_size)
+        for _ in range(cfg.rollout.group_size)
+    ]
     stats = {"env_s": [], "policy_s": [], "prompt_tokens": [], "candidates": [], "packed_tokens": []}
     rng = torch.Generator().manual_seed(0)
     with make_runner(cfg, n) as runner:

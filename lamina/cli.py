@@ -137,9 +137,11 @@ EXAMPLES = {
     "sft": "lamina sft env=alfworld agent.mode=generate sft.episodes=32",
 }
 
-USAGE = "usage: lamina <command> [arguments]\n\ncommands:\n" + "\n".join(
-    f"  {name:9s} {command.summary:29s} {EXAMPLES[name]}" for name, command in COMMANDS.items()
-) + "\n\nlamina <command> --help lists a command's arguments (and, for train/eval/sweep/sft, its config keys).\n"
+USAGE = (
+    "usage: lamina <command> [arguments]\n\ncommands:\n"
+    + "\n".join(f"  {name:9s} {command.summary:29s} {EXAMPLES[name]}" for name, command in COMMANDS.items())
+    + "\n\nlamina <command> --help lists a command's arguments (and, for train/eval/sweep/sft, its config keys).\n"
+)
 
 
 def command_help(name: str) -> str:

@@ -156,7 +156,13 @@ def test_a_bare_enter_is_not_an_action() -> None:
 def test_env_presets_play_what_training_plays(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     assert apply_preset("sokoban_ragen", {"num_boxes": 2}) == (
         "sokoban",
-        {"dim_room": [6, 6], "num_boxes": 2, "generator": "gym_sokoban", "search_depth": 300, "symbols": "ragen"},
+        {
+            "dim_room": [6, 6],
+            "num_boxes": 2,
+            "generator": "gym_sokoban",
+            "search_depth": 300,
+            "symbols": "ragen",
+        },
     )
     assert apply_preset("qa", {}) == ("qa", {})  # an unset (null) argument is left to the constructor
     assert apply_preset("Sokoban-v0", {"x": 1}) == ("Sokoban-v0", {"x": 1})  # not a preset: unchanged

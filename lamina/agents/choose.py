@@ -33,7 +33,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.logprobs import autocast_context, decoder, gather_log_probs
-from lamina.agents.policy import Generation, HFPolicy, left_pad
+from lamina.agents.policy import Generation, encode_messages, left_pad
 from lamina.agents.prefix import PrefixStore, block_range, pad_states
 from lamina.agents.shared_prefix import plan_prefixes, shared_prompt_forward
 
@@ -372,8 +372,9 @@ class ChoicePolicy:
         self.share_states = True
         self.share_prefixes = True
 
-    # HFPolicy.encode reads only ``self.tokenizer``: both policies build prompts the same way.
-    encode = HFPolicy.encode
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt token ids, as ``HFPolicy.encode`` builds them: both policies build prompts the same way."""
+        return encode_messages(self.tokenizer, messages)
 
     def continuation_ids(self, actions: Sequence[str]) -> list[list[int]]:
         """Token ids of ``template.format(action=a)`` (no special tokens) followed by EOS, per action."""

@@ -27,4 +27,3 @@ class ModelConfig:
     tiny_layers: int = 4
     tiny_hidden: int = 64
     trust_remote_code: bool = False
-

@@ -188,13 +188,19 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.name == "tiny-random" and not cfg.path:
-        model = tiny_random_model(tokenizer, cfg).to(dtype)
+        model = moved(tiny_random_model(tokenizer, cfg), dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
         )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device), tokenizer
+    return moved(model, device), tokenizer
+
+
+def moved(model: PreTrainedModel, where: torch.device | torch.dtype) -> PreTrainedModel:
+    """``model.to(where)``, in place (transformers' stubs wrap ``.to`` in a type that refuses both)."""
+    torch.nn.Module.to(model, where)
+    return model
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

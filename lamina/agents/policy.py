@@ -39,6 +39,15 @@ class Generation:
     text: str
 
 
+def encode_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+    """Prompt token ids through the tokenizer's chat template, ending with the assistant turn
+    (``encode`` of both ``HFPolicy`` and ``ChoicePolicy``)."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
+        encoded = cast(dict[str, Any], encoded)["input_ids"]  # a dict or a BatchEncoding
+    return list(encoded)
+
+
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pads token lists into ``(ids, mask)``, both (B, P)."""
     width = max(len(s) for s in sequences)
@@ -158,10 +167,7 @@ class HFPolicy:
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
         """Prompt token ids through the model's chat template, ending with the assistant turn."""
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
-            encoded = cast(dict[str, Any], encoded)["input_ids"]  # a dict or a BatchEncoding
-        return list(encoded)
+        return encode_messages(self.tokenizer, messages)
 
     def act(
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float

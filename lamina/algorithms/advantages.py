@@ -66,7 +66,7 @@ def estimator_of_verl_name(verl_name: str) -> str:
     Raises:
         ValueError: naming the unknown value and the valid ones.
     """
-    for name, known in VERL_NAMES.items():
+    for name, known in VERL_NAMES.items():  # registration order: "grpo" before its variant "dr_grpo"
         if known == verl_name:
             return name
     raise ValueError(
@@ -130,9 +130,9 @@ def trajectory_groups(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(traj index per row (N,), return per trajectory (T,), group index per trajectory (T,),
     sum of |reward| per trajectory (T,))``; the last is the return's scale for RTOL."""
-    rewards = np.asarray(rewards, dtype=np.float64)
-    traj, returns = episode_returns(rewards, traj_ids)
-    scale = np.bincount(traj, weights=np.abs(rewards), minlength=len(returns))
+    values = np.asarray(rewards, dtype=np.float64)
+    traj, returns = episode_returns(values, traj_ids)
+    scale = np.bincount(traj, weights=np.abs(values), minlength=len(returns))
     traj_group = np.zeros(len(returns), dtype=np.int64)
     traj_group[traj] = dense_ids(group_ids)
     return traj, returns, traj_group, scale
@@ -142,16 +142,16 @@ def discounted_returns(
     rewards: np.ndarray, traj_ids: Sequence[Hashable], step_ids: Sequence[int], gamma: float
 ) -> np.ndarray:
     """R_t = sum_{k>=t} gamma^(k-t) r_k within each trajectory, for rows in any order."""
-    rewards = np.asarray(rewards, dtype=np.float64)
+    values = np.asarray(rewards, dtype=np.float64)
     steps = np.asarray(step_ids)
     traj = dense_ids(traj_ids)
     order = np.lexsort((steps, traj))  # by trajectory, then step
-    out = np.empty_like(rewards)
+    out = np.empty_like(values)
     running, previous, later_step = 0.0, -1, 0
     for row in order[::-1]:
         if traj[row] != previous:
             running, previous, later_step = 0.0, traj[row], steps[row]
-        running = rewards[row] + gamma ** (later_step - steps[row]) * running
+        running = values[row] + gamma ** (later_step - steps[row]) * running
         later_step = steps[row]
         out[row] = running
     return out
@@ -186,9 +186,9 @@ def compute_grpo_advantages(
 
     ``norm="none"`` drops the division (Dr. GRPO). Returns shape (N,).
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    _check(norm, len(rewards), traj_ids, group_ids)
-    return _episode_advantage(rewards, traj_ids, group_ids, norm, "trajectory", eps)
+    values = np.asarray(rewards, dtype=np.float64)
+    _check(norm, len(values), traj_ids, group_ids)
+    return _episode_advantage(values, traj_ids, group_ids, norm, "trajectory", eps)
 
 
 def compute_gigpo_advantages(
@@ -212,11 +212,11 @@ def compute_gigpo_advantages(
     normalises each row's discounted return R_t over the rows of its group that share its anchor
     state. Returns shape (N,).
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    _check(norm, len(rewards), traj_ids, step_ids, group_ids, anchors)
-    episode = _episode_advantage(rewards, traj_ids, group_ids, norm, episode_stats, eps)
-    step_returns = discounted_returns(rewards, traj_ids, step_ids, gamma)
-    step_scale = discounted_returns(np.abs(rewards), traj_ids, step_ids, gamma)
+    values = np.asarray(rewards, dtype=np.float64)
+    _check(norm, len(values), traj_ids, step_ids, group_ids, anchors)
+    episode = _episode_advantage(values, traj_ids, group_ids, norm, episode_stats, eps)
+    step_returns = discounted_returns(values, traj_ids, step_ids, gamma)
+    step_scale = discounted_returns(np.abs(values), traj_ids, step_ids, gamma)
     clusters = dense_ids(list(zip(group_ids, anchors, strict=True)))
     step = _normalise_within(step_returns, clusters, norm, eps, step_scale)
     return episode + step_weight * step
@@ -228,9 +228,9 @@ def compute_rloo_advantages(
     group_ids: Sequence[Hashable],
 ) -> np.ndarray:
     """RLOO: A_i = R_i - mean_{j != i} R_j over the group's trajectories; singleton groups give 0."""
-    rewards = np.asarray(rewards, dtype=np.float64)
-    _check("none", len(rewards), traj_ids, group_ids)
-    traj, returns, traj_group, scale = trajectory_groups(rewards, traj_ids, group_ids)
+    values = np.asarray(rewards, dtype=np.float64)
+    _check("none", len(values), traj_ids, group_ids)
+    traj, returns, traj_group, scale = trajectory_groups(values, traj_ids, group_ids)
     count = np.bincount(traj_group).astype(np.float64)[traj_group]
     centred = _normalise_within(returns, traj_group, "none", EPS, scale)
     loo = np.where(count > 1, centred * count / np.maximum(count - 1, 1), 0.0)
@@ -245,12 +245,12 @@ def compute_reinforce_pp_advantages(
     eps: float = EPS,
 ) -> np.ndarray:
     """REINFORCE++ (baseline variant): subtract the group mean return, then whiten across the batch."""
-    rewards = np.asarray(rewards, dtype=np.float64)
-    _check("none", len(rewards), traj_ids, group_ids)
-    traj, returns, traj_group, scale = trajectory_groups(rewards, traj_ids, group_ids)
+    values = np.asarray(rewards, dtype=np.float64)
+    _check("none", len(values), traj_ids, group_ids)
+    traj, returns, traj_group, scale = trajectory_groups(values, traj_ids, group_ids)
     centred = _normalise_within(returns, traj_group, "none", eps, scale)
     if len(centred) < 2:
-        return np.zeros(len(rewards))
+        return np.zeros(len(values))
     whitened = (centred - centred.mean()) / (centred.std(ddof=1) + eps)
     return whitened[traj]
 
@@ -298,6 +298,14 @@ def anchor_stats(group_ids: Sequence[Hashable], anchors: Sequence[Hashable]) -> 
 @register_estimator("grpo")
 def _grpo(rewards, traj_ids, step_ids, group_ids, anchors, *, norm="std", eps=EPS, **_):
     return compute_grpo_advantages(rewards, traj_ids, group_ids, norm=norm, eps=eps)
+
+
+@register_estimator("dr_grpo", verl_name="grpo")
+def _dr_grpo(rewards, traj_ids, step_ids, group_ids, anchors, *, eps=EPS, **_):
+    # Dr. GRPO's advantage is GRPO's without the std (any ``norm`` is overridden); its other half,
+    # the sequence-sum loss over a constant, is the preset's algorithm.loss.loss_agg_mode
+    # (``algorithm=dr_grpo``), which the verl backend also sets for this estimator.
+    return compute_grpo_advantages(rewards, traj_ids, group_ids, norm="none", eps=eps)
 
 
 @register_estimator("gigpo")

@@ -28,4 +28,3 @@ class LossConfig:
     kl_coef: float = 0.0
     kl_type: str = "low_var_kl"
     entropy_coef: float = 0.0
-

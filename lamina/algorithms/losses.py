@@ -7,6 +7,8 @@ loss, so gradient accumulation is exact.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from lamina.algorithms.config import LossConfig
@@ -72,7 +74,9 @@ def policy_loss(
         "ppo_kl": pg_metrics["actor/ppo_kl"],
     }
     if ref_log_probs is not None:
-        kl = kl_penalty(log_probs, ref_log_probs, cfg.kl_type)
+        # verl annotates FloatTensor, the legacy alias of a float32 Tensor; any float Tensor works.
+        as_float = cast(torch.FloatTensor, log_probs), cast(torch.FloatTensor, ref_log_probs)
+        kl = kl_penalty(*as_float, cfg.kl_type)
         kl_loss = agg_loss(kl, response_mask, cfg.loss_agg_mode, **info)
         loss = loss + cfg.kl_coef * kl_loss
         metrics["kl"] = float(kl_loss.detach())

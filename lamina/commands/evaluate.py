@@ -17,11 +17,17 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import OmegaConf
 
 from lamina.errors import ConfigError, UsageError
 from lamina.trainer.config import RunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from lamina.trainer.rollout import Policy
 
 INHERITED = ("env", "agent", "rollout")
 
@@ -33,13 +39,13 @@ def run_config_of(run_dir: Path) -> RunConfig:
     raw = run_config(run_dir)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), {k: v for k, v in raw.items() if k in known})
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return cast(RunConfig, OmegaConf.to_object(merged))  # a structured config's object: a RunConfig
 
 
 def inherit(cfg: RunConfig, source: RunConfig, overridden: set[str]) -> RunConfig:
     """``cfg`` with the model and every section in ``INHERITED`` not named on the command line
     taken from ``source``."""
-    sections = {"model": source.model, "init_from": source.init_from}
+    sections: dict[str, Any] = {"model": source.model, "init_from": source.init_from}
     sections.update({name: getattr(source, name) for name in INHERITED if name not in overridden})
     return dataclasses.replace(cfg, **sections)
 
@@ -70,12 +76,13 @@ def run_evaluation(
     from lamina.trainer.validation import validate
 
     overridden = overridden or set()
+    policy: Policy
     device = resolve_device(cfg.trainer.device)
     if checkpoint:
         ckpt, run_dir = resolve_checkpoint(checkpoint)
         cfg = inherit(cfg, run_config_of(run_dir), overridden)
         model, tokenizer, _ = load_trained_model(checkpoint)
-        model.to(device)
+        cast("torch.nn.Module", model).to(device)  # PreTrainedModel.to: transformers' @wraps hides its self
         policy = make_policy(cfg, model, tokenizer)
         title, default_out = f"{ckpt}", run_dir / "evals" / cfg.env.name
     elif ensemble:
@@ -84,9 +91,9 @@ def run_evaluation(
         sweep, _, k = ensemble.rpartition(":")
         if not sweep or not k.isdigit():
             raise ValueError(f"ensemble={ensemble!r}; valid: ensemble=<sweep dir>:K, e.g. runs/sweep:3")
-        policy = load_ensemble(sweep, int(k), device=str(device))
-        cfg = inherit(cfg, policy.run_config, overridden)  # type: ignore[attr-defined]
-        title = f"ensemble of {', '.join(policy.labels)}"
+        policy = ensemble_policy = load_ensemble(sweep, int(k), device=str(device))
+        cfg = inherit(cfg, ensemble_policy.run_config, overridden)
+        title = f"ensemble of {', '.join(ensemble_policy.labels)}"
         default_out = Path(sweep) / f"ensemble-top{k}" / cfg.env.name
     else:
         model, tokenizer = load_model(cfg.model, device)

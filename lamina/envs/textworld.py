@@ -152,9 +152,9 @@ class TextWorldEnv(TextEnv):
         self.settings = {**DEFAULT_SETTINGS[challenge], **dict(settings or {})}
         self.num_games = num_games
         self.game_dir = Path(game_dir) if game_dir else None
-        self._engine = None
+        self._engine: Any = None  # textworld's Environment, started on the first reset
         self._engine_path: Path | None = None
-        self._state = None
+        self._state: Any = None  # textworld.GameState once reset (the engine's own untyped mapping)
         self._walkthrough: list[str] = []
         self._history: list[str] = []
 

@@ -22,6 +22,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -34,6 +35,9 @@ from lamina.agents.policy import Generation, HFPolicy
 from lamina.study.arms import Arm, is_finished
 from lamina.study.config import SweepConfig
 from lamina.trainer.checkpoint import latest_checkpoint, load_checkpoint
+
+if TYPE_CHECKING:
+    from lamina.trainer.config import RunConfig
 
 
 def majority_vote(actions: Sequence[str | None]) -> int:
@@ -58,6 +62,8 @@ class EnsemblePolicy:
         labels: a name per member (``block 15``), for reports.
         micro_batch_size, max_new_tokens, score: as ``ChoicePolicy`` / ``HFPolicy``.
     """
+
+    run_config: RunConfig  # the sweep's shared config; set by load_ensemble (declared, not set here)
 
     def __init__(
         self,
@@ -129,7 +135,7 @@ class EnsemblePolicy:
                 raise ValueError(
                     "agent.mode=choose needs admissible actions; this environment's action space is open"
                 )
-            return self.choose(prompts, admissible, temperature)  # type: ignore[arg-type]
+            return self.choose(prompts, cast("Sequence[Sequence[str]]", admissible), temperature)  # no None
         return self.vote(prompts, admissible, temperature)
 
     @torch.no_grad()
@@ -137,7 +143,7 @@ class EnsemblePolicy:
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[str]], temperature: float
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per prompt, the members' candidate distributions at T and at T = 1, each (M, K_i)."""
-        inner: ChoicePolicy = self._inner  # type: ignore[assignment]
+        inner = cast(ChoicePolicy, self._inner)  # mode == "choose"
         continuations = [inner.continuation_ids(actions) for actions in candidates]
         at_t: list[list[torch.Tensor]] = [[] for _ in prompts]
         at_one: list[list[torch.Tensor]] = [[] for _ in prompts]
@@ -158,7 +164,7 @@ class EnsemblePolicy:
         generator: torch.Generator | None = None,
     ) -> list[Generation]:
         """One action per prompt from the members' averaged candidate distribution."""
-        inner: ChoicePolicy = self._inner  # type: ignore[assignment]
+        inner = cast(ChoicePolicy, self._inner)  # mode == "choose"
         dists, soft = self.member_distributions(prompts, candidates, temperature)
         choices: list[Generation] = []
         for actions, d, s in zip(candidates, dists, soft, strict=True):
@@ -188,7 +194,7 @@ class EnsemblePolicy:
         self, prompts: Sequence[Sequence[int]], admissible: Sequence[Sequence[str] | None], temperature: float
     ) -> list[Generation]:
         """Generate mode: each member answers; the majority action's first response is returned."""
-        inner: HFPolicy = self._inner  # type: ignore[assignment]
+        inner = cast(HFPolicy, self._inner)  # mode == "generate"
         answers = []
         for index in range(len(self)):
             with self.member(index):
@@ -224,7 +230,8 @@ def sweep_config(sweep_dir: Path) -> SweepConfig:
     path = Path(sweep_dir) / "sweep.yaml"
     if not path.exists():
         raise ValueError(f"{sweep_dir} is not a sweep folder (no sweep.yaml)")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.load(path)))
+    merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.load(path))
+    return cast(SweepConfig, OmegaConf.to_object(merged))  # a structured config's object: a SweepConfig
 
 
 def load_ensemble(
@@ -272,6 +279,7 @@ def load_ensemble(
             )
         members.append(load_file(str(ckpt / "trainable.safetensors")))
         labels.append(f"block {block}")
+        assert arm_dir is not None  # else ckpt is None, refused above
         arm_dirs.append(arm_dir)
     model, tokenizer = load_model(cfg.model, resolve_device(device or cfg.trainer.device))
     for earlier in init_chain(arm_dirs[0]):  # every arm started from the same init_from chain
@@ -287,7 +295,7 @@ def load_ensemble(
         max_new_tokens=cfg.rollout.max_new_tokens,
         score=cfg.agent.choose_score,
     )
-    policy.run_config = cfg.run_config()  # type: ignore[attr-defined]
+    policy.run_config = cfg.run_config()
     return policy
 
 
@@ -305,7 +313,7 @@ def evaluate_ensemble(
     from lamina.trainer.factories import make_runner
 
     policy = load_ensemble(sweep_dir, k, seed, device)
-    cfg = policy.run_config  # type: ignore[attr-defined]
+    cfg = policy.run_config
     episodes = episodes or cfg.eval.episodes
     torch.manual_seed(cfg.trainer.seed)
     count = min(episodes, cfg.rollout.batch_size * cfg.rollout.group_size)

@@ -41,7 +41,6 @@ class RolloutConfig:
     env_workers: int = 0
 
 
-
 @dataclass
 class ScheduleConfig:
     """``trainer.schedule``: the learning rate of iteration k is ``trainer.lr * lr_lambda(k, ...)``.
@@ -56,7 +55,6 @@ class ScheduleConfig:
     warmup_iterations: int = 0
     kind: str = "constant"
     min_lr_ratio: float = 0.0
-
 
 
 @dataclass
@@ -80,7 +78,6 @@ class UpdateConfig:
     frozen_prefix: bool = True
 
 
-
 @dataclass
 class VerlBackendConfig:
     """``verl`` config section: what only the verl backend needs.
@@ -96,7 +93,9 @@ class VerlBackendConfig:
         micro_batch_size: rows per forward/backward on one GPU.
         strategy: verl's FSDP flavour for actor and reference (``fsdp2`` or ``fsdp``).
         gradient_checkpointing: recompute activations in the backward pass.
-        attn_implementation: HF attention kernel of the trained model (``flash_attention_2``, ``sdpa``).
+        attn_implementation: HF attention kernel of the trained model: ``auto`` (``flash_attention_2``
+            where the ``flash_attn`` package is installed, else ``sdpa``), ``flash_attention_2``,
+            ``sdpa`` or ``eager``.
         logger: verl's trackers (``console``, ``wandb``, ``tensorboard``...).
         overrides: raw verl config overrides applied last, e.g. ``["trainer.val_before_train=false"]``.
     """
@@ -113,10 +112,9 @@ class VerlBackendConfig:
     micro_batch_size: int = 8
     strategy: str = "fsdp2"
     gradient_checkpointing: bool = True
-    attn_implementation: str = "flash_attention_2"
+    attn_implementation: str = "auto"
     logger: list[str] = field(default_factory=lambda: ["console"])
     overrides: list[str] = field(default_factory=list)
-
 
 
 @dataclass
@@ -302,4 +300,3 @@ class SftRunConfig(RunConfig):
     """Everything ``lamina sft`` reads: the training config (env, model, agent, layers, ...) plus ``sft``."""
 
     sft: SftConfig = field(default_factory=SftConfig)
-

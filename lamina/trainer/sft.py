@@ -120,6 +120,7 @@ def expert_seeds(cfg: SftRunConfig) -> list[int]:
 
 def response_builder(cfg: PromptConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
     """``action -> response token ids`` in the form the ``agent.mode`` policy emits, and the policy."""
+    policy: ChoicePolicy | HFPolicy
     if cfg.mode == "choose":
         policy = ChoicePolicy(model, tokenizer, score=cfg.choose_score)
         return (lambda action: policy.continuation_ids([action])[0]), policy
@@ -182,9 +183,10 @@ def collect_expert_rows(
                 break
             next_obs, _, terminated, truncated, next_infos = runner.step(step_actions)
             for t in range(n):
-                if step_actions[t] is None:
+                taken = step_actions[t]
+                if taken is None:
                     continue
-                memories[t].steps.append((observations[t], step_actions[t]))
+                memories[t].steps.append((observations[t], taken))
                 observations[t], infos[t] = next_obs[t], next_infos[t]
                 lengths[t] += 1
                 won[t] = bool(next_infos[t].get("won", False))

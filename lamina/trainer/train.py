@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Hashable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -125,7 +127,7 @@ def run_iteration(
         "rows": len(batch),
         "mean_response_tokens": float(np.mean([len(r) for r in batch.response_ids])),
         **{k: v for k, v in update.items() if k not in ("loss", "kl")},
-        **anchor_stats(batch.group_ids, batch.anchors),
+        **anchor_stats(cast("Sequence[Hashable]", batch.group_ids), batch.anchors),  # an (N,) array
         "env_worker_restarts": runner.restarts,
         "rollout_s": t1 - t0,
         "update_s": time.perf_counter() - t1,
@@ -173,7 +175,7 @@ def train(cfg: RunConfig) -> Path:
     policy = make_policy(cfg, learner.model, learner.tokenizer)
     start = resume(cfg, learner, out)
     scheduler = make_scheduler(learner.optimizer, cfg.trainer.schedule, cfg.trainer.iterations, start)
-    config = OmegaConf.to_container(OmegaConf.structured(cfg))
+    config = cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.structured(cfg)))  # a dataclass: a dict
     with (
         make_runner(cfg, cfg.rollout.batch_size * cfg.rollout.group_size) as runner,
         TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress,

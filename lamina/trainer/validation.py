@@ -1,6 +1,6 @@
 """Checks of a ``RunConfig`` that need no weights: each refusal names the bad key and what is valid.
 
-    blocks = validate(cfg)   # the trainable block indices; raises ConfigError
+blocks = validate(cfg)   # the trainable block indices; raises ConfigError
 """
 
 from __future__ import annotations

@@ -310,3 +310,43 @@ def test_equal_returns_give_zero(batch, value):
     )
     zeros = [0.0] * len(rewards)
     np.testing.assert_array_equal(compute_gigpo_advantages(zeros, traj, step, group, anchors), 0.0)
+
+
+def test_one_estimator_table_serves_both_backends():
+    from lamina.algorithms.advantages import VERL_NAMES, estimator_of_verl_name
+
+    assert VERL_NAMES["reinforce_pp"] == "reinforce_plus_plus" and VERL_NAMES["gigpo"] == "gigpo"
+    assert estimator_of_verl_name("reinforce_plus_plus") == "reinforce_pp"
+    assert estimator_of_verl_name("grpo") == "grpo"  # not its variant dr_grpo
+    with pytest.raises(ValueError, match="algorithm.adv_estimator='ppo'; per-step rows support grpo"):
+        estimator_of_verl_name("ppo")
+
+
+def test_a_new_estimator_is_one_function_and_one_registration(monkeypatch):
+    from lamina.algorithms import advantages
+
+    monkeypatch.setattr(advantages, "ESTIMATORS", dict(advantages.ESTIMATORS))
+    monkeypatch.setattr(advantages, "VERL_NAMES", dict(advantages.VERL_NAMES))
+
+    @advantages.register_estimator("median_baseline", verl_name="lamina_median")
+    def median(rewards, traj_ids, step_ids, group_ids, anchors, **_):
+        return np.asarray(rewards, dtype=np.float64) - np.median(rewards)
+
+    assert advantages.get_estimator("median_baseline") is median
+    assert advantages.estimator_of_verl_name("lamina_median") == "median_baseline"
+    with pytest.raises(ValueError, match="already registered"):
+        advantages.register_estimator("median_baseline")(lambda *a, **k: None)
+
+
+def test_dr_grpo_is_grpo_without_std():
+    rewards, traj, step, group, anchors = (
+        [1.0, 0.0, 3.0, 2.0],
+        [0, 1, 2, 3],
+        [0, 0, 0, 0],
+        [0, 0, 1, 1],
+        "abcd",
+    )
+    np.testing.assert_allclose(
+        get_estimator("dr_grpo")(rewards, traj, step, group, list(anchors), norm="std"),
+        compute_grpo_advantages(rewards, traj, group, norm="none"),
+    )

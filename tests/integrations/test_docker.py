@@ -3,6 +3,7 @@ README promises (CUDA + vLLM + verl + lamina + ALFWorld data on GPU; CPU torch o
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shlex
 import subprocess
@@ -56,12 +57,36 @@ def test_dockerfile_parses_and_copies_what_exists(name):
     assert steps[-1][0] == "CMD"
 
 
+def verl_extra_pins(extra: str) -> dict[str, str]:
+    """``package -> version`` of the ``==`` pins in verl's own extra (from the installed metadata)."""
+    pins = {}
+    for requirement in importlib.metadata.requires("verl") or []:
+        match = re.match(r"([A-Za-z0-9_.\-]+)==([^;\s]+)\s*;\s*extra == \"(.+)\"", requirement)
+        if match and match.group(3) == extra:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
 def test_gpu_image_has_cuda_vllm_verl_and_the_plugin():
     steps = instructions(ROOT / "docker" / "Dockerfile.gpu")
     text = " ".join(args for _, args in steps)
     assert "vllm/vllm-openai" in text  # CUDA, CUDA torch and vLLM that match
-    assert '"verl==0.9.*"' in text and "--no-deps -e ." in text
+    assert f'"verl=={importlib.metadata.version("verl")}"' in text and "--no-deps -e ." in text
     assert "entry_points(group='verl.plugins')" in text  # the build fails if the plugin is not registered
+
+
+def test_gpu_image_matches_verls_own_vllm_extra():
+    pins = verl_extra_pins("vllm")
+    assert {"vllm", "transformers", "torch"} <= set(pins), pins
+    steps = instructions(ROOT / "docker" / "Dockerfile.gpu")
+    image = next(args for word, args in steps if word == "ARG" and args.startswith("VLLM_IMAGE="))
+    assert image == f"VLLM_IMAGE=vllm/vllm-openai:v{pins['vllm']}"
+    text = " ".join(args for _, args in steps)
+    assert f'"transformers=={pins["transformers"]}"' in text
+    pyproject = (ROOT / "pyproject.toml").read_text()  # lamina's own transformers range admits verl's pin
+    low, high = re.search(r'"transformers>=([\d.]+),<([\d.]+)"', pyproject).groups()
+    version = tuple(int(x) for x in pins["transformers"].split("."))
+    assert tuple(int(x) for x in low.split(".")) <= version < tuple(int(x) for x in high.split("."))
 
 
 def test_cpu_image_pins_the_cpu_torch_build():

@@ -98,7 +98,9 @@ def test_alfworld_eval_breaks_down_by_task_type(tmp_path):
 def test_training_seeds_never_reach_the_held_out_ones(env):
     cfg = compose_config([f"env={env}", "rollout.batch_size=8"])
     assert not cfg.env.eval_kwargs  # held out by seed
-    seeds = {s for it in range(200) for s in task_seeds(cfg.env, cfg.trainer.seed, it, cfg.rollout.batch_size)}
+    seeds = {
+        s for it in range(200) for s in task_seeds(cfg.env, cfg.trainer.seed, it, cfg.rollout.batch_size)
+    }
     assert max(seeds) < cfg.env.eval_seed_offset
 
 

@@ -42,8 +42,8 @@ def _metrics(run):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def _final_tensors(run, iteration):
-    return load_file(str(run / "checkpoints" / f"iter_{iteration:06d}" / "trainable.safetensors"))
+def _final_tensors(run, done):
+    return load_file(str(run / "checkpoints" / f"iter_{done:06d}" / "trainable.safetensors"))
 
 
 def test_damaged_or_half_written_checkpoint_is_skipped(tmp_path, caplog):
@@ -108,7 +108,7 @@ def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path):
     assert proc.returncode == 1
     assert "lamina: stopped: SIGTERM after iteration" in err and "trainer.resume=true" in err
     done = len(_metrics(run))
-    assert 1 <= done < 50 and latest_checkpoint(run).name == f"iter_{done - 1:06d}"
+    assert 1 <= done < 50 and latest_checkpoint(run).name == f"iter_{done:06d}"
     # The resume picks up after the saved iteration and finishes one more.
     subprocess.run(_cli(run, done + 1, ["trainer.save_every=0"]), check=True, capture_output=True)
     assert [r["iteration"] for r in _metrics(run)] == list(range(done + 1))
@@ -154,8 +154,8 @@ def _staging(run):
 
 
 def _assert_same_as(run, reference, iterations):
-    ref = _final_tensors(reference, iterations - 1)
-    got = _final_tensors(run, iterations - 1)
+    ref = _final_tensors(reference, iterations)
+    got = _final_tensors(run, iterations)
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
     assert _metrics(run) == _metrics(reference)
 

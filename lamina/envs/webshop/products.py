@@ -86,4 +86,3 @@ class Catalog:
     def clear_search_cache(self) -> None:
         """Forgets cached search results (for benchmarks; results never change)."""
         self._index.clear_cache()
-

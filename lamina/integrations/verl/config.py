@@ -31,6 +31,14 @@ ROLLOUT_ENGINES = ("vllm", "sglang")
 ROLLOUT_MANAGER = "lamina.integrations.verl.trainer.StepRolloutManager"
 
 
+def plain_dict(node: Any) -> dict[str, Any]:
+    """A mapping node of verl's config (``config.lamina.env.kwargs``, ...) as a plain resolved dict."""
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a mapping, got {type(data).__name__}")
+    return {str(k): v for k, v in data.items()}
+
+
 def verl_config_dir() -> Path:
     """verl's own Hydra config folder (inside the installed verl package)."""
     import verl
@@ -63,6 +71,16 @@ def model_folder(model_cfg: ModelConfig) -> str:
     )
 
 
+def attention(choice: str) -> str:
+    """``verl.attn_implementation``, with ``auto`` resolved: flash-attn only where it is installed
+    (verl's default kernel, which the image builds only with FLASH_ATTN=1), else PyTorch's sdpa."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+
+
 def lamina_settings(cfg: RunConfig, verl_cfg: VerlBackendConfig, model_path: str) -> dict[str, Any]:
     """The verl keys lamina's config decides, as ``{dotted key: value}``."""
     algo, loss, trainer = cfg.algorithm, cfg.algorithm.loss, cfg.trainer
@@ -77,7 +95,9 @@ def lamina_settings(cfg: RunConfig, verl_cfg: VerlBackendConfig, model_path: str
         "actor_rollout_ref.model.path": model_path,
         "actor_rollout_ref.model.enable_gradient_checkpointing": verl_cfg.gradient_checkpointing,
         "actor_rollout_ref.model.use_remove_padding": True,
-        "+actor_rollout_ref.model.override_config.attn_implementation": verl_cfg.attn_implementation,
+        "+actor_rollout_ref.model.override_config.attn_implementation": attention(
+            verl_cfg.attn_implementation
+        ),
         f"{actor}.strategy": verl_cfg.strategy,
         "actor_rollout_ref.ref.strategy": verl_cfg.strategy,
         f"{actor}.optim.lr": trainer.lr,
@@ -169,7 +189,9 @@ def apply_overrides(config: DictConfig, overrides: list[str]) -> None:
             OmegaConf.update(config, key, yaml.safe_load(text), merge=False, force_add=add)
 
 
-def compose_verl_config(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None):
+def compose_verl_config(
+    cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None, model_path: str | None = None
+):
     """verl's PPO config for a lamina run (nothing launched, nothing loaded).
 
     Args:

@@ -21,15 +21,15 @@ and prompt settings come from the config's ``lamina`` section (``config.lamina_s
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
-from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from lamina.agents.parsing import parse_step_action
 from lamina.agents.prompt import EpisodeMemory, PromptConfig, build_messages
 from lamina.envs.registry import make
+from lamina.integrations.verl.config import plain_dict
 
 
 def observation_message(observation: str, admissible: list[str] | None, step: int, max_steps: int) -> str:
@@ -49,9 +49,9 @@ class EpisodeAgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
         lamina = self.config.lamina
         self.env_name = str(lamina.env.name)
-        self.env_kwargs = OmegaConf.to_container(lamina.env.kwargs, resolve=True)
+        self.env_kwargs = plain_dict(lamina.env.kwargs)
         self.max_steps = int(lamina.env.max_steps)
-        self.prompt_cfg = PromptConfig(**OmegaConf.to_container(lamina.agent, resolve=True))
+        self.prompt_cfg = PromptConfig(**plain_dict(lamina.agent))
         self.invalid_penalty = float(lamina.rollout.invalid_penalty)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
@@ -93,7 +93,8 @@ class EpisodeAgentLoop(AgentLoopBase):
                 assistant_logprobs=output.log_probs or None,
             )
             runtime, logprobs = merged.token_ids, list(merged_logprobs or [])
-            text = self.tokenizer.decode(output.token_ids, skip_special_tokens=True)
+            # verl annotates the tokenizer as the AutoTokenizer factory class; it holds a real tokenizer.
+            text = cast(Any, self.tokenizer).decode(output.token_ids, skip_special_tokens=True)
             parsed = parse_step_action(text, info)
             observation, reward, terminated, truncated, info = await asyncio.to_thread(
                 env.step, parsed.action

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "LAMINA_VERL_LAYERS"
 ENGINE_VENDOR = "lamina"
+# A metric every layer-selecting update reports (verl prefixes it ``actor/``): the driver stops the
+# run when it is missing, i.e. when a worker fell back to verl's own engine and trained every block.
+TRAINABLE_METRIC = "lamina_trainable_tensors"
 # verl's FSDP engine is registered for these devices; lamina's mirrors them.
 ENGINE_DEVICES = ["cuda", "npu"]
 
@@ -139,6 +142,14 @@ class LayerSelectingFSDPEngine(FSDPEngineWithLMHead):
                     count,
                 )
         return module
+
+    def train_batch(self, data, loss_function):
+        outputs = super().train_batch(data, loss_function)
+        if self._selection() is not None and self.is_mp_src_rank_with_outputs():
+            outputs["metrics"][TRAINABLE_METRIC] = [
+                float(len(self.lamina_trainable))
+            ]  # as per-micro-batch lists
+        return outputs
 
     def _build_optimizer(self, module):
         selection = self._selection()

@@ -12,7 +12,7 @@ Every verl process (driver, TaskRunner, workers) gets lamina's plugin through ve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +28,9 @@ from lamina.integrations.verl.config import (
     worker_env,
 )
 from lamina.trainer.config import RunConfig
+
+if TYPE_CHECKING:  # freezing imports verl's FSDP engine
+    from lamina.integrations.verl.freezing import LayerSelection
 
 STRATEGIES = ("fsdp", "fsdp2")
 
@@ -88,6 +91,21 @@ def _check_lamina(cfg: RunConfig, verl_cfg: VerlBackendConfig) -> None:
         raise ConfigError(str(err)) from None
     if selection.layers == "none" or selection.layers == []:
         raise ConfigError("layers=none leaves nothing to train; valid with backend=verl: a block spec or all")
+    if verl_cfg.strategy == "fsdp" and partial_blocks(selection):
+        # verl's FSDP1 wraps with use_orig_params=False: one flat parameter per wrapped block (and
+        # one for the embeddings, final norm and LM head), which torch refuses to build from a mix of
+        # trainable and frozen tensors. Whole blocks are each one flat parameter, so they work.
+        raise ConfigError(
+            f"verl.strategy=fsdp cannot train part of a block or the embeddings/LM head "
+            f"(modules={selection.modules!r}, train_embeddings={selection.train_embeddings}, "
+            f"train_lm_head={selection.train_lm_head}): FSDP1 flattens each wrapped module into one "
+            "parameter; valid: verl.strategy=fsdp2, or modules=all without embeddings/LM head"
+        )
+
+
+def partial_blocks(selection: LayerSelection) -> bool:
+    """Whether the selection trains only part of a wrapped module (FSDP1 needs whole ones)."""
+    return selection.modules != "all" or selection.train_embeddings or selection.train_lm_head
 
 
 def validate(
@@ -168,7 +186,8 @@ def run(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None) -> Path:
     (out / "verl_config.yaml").write_text(OmegaConf.to_yaml(config))
     if not ray.is_initialized():
         ray.init(address=verl_cfg.ray_address, runtime_env=runtime_env(config))
-    runner = ray.remote(num_cpus=1)(LaminaTaskRunner).remote()
+    # ray.remote's stubs type a decorated class as the class itself; the actor handle has .remote.
+    runner = cast(Any, ray.remote(num_cpus=1)(LaminaTaskRunner)).remote()
     ray.get(runner.run.remote(config))
     return out
 

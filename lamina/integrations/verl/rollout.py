@@ -109,6 +109,9 @@ def encode_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     return list(encoded)
 
 
+_ROW_KEYS = ("prompt", "response", "logp", "reward", "group", "traj", "step", "anchor", "valid", "text")
+
+
 @dataclass
 class _Episodes:
     """The lock-step state of T episodes and the rows recorded so far."""
@@ -123,7 +126,6 @@ class _Episodes:
     rows: dict[str, list] = field(default_factory=lambda: {k: [] for k in _ROW_KEYS})
 
 
-_ROW_KEYS = ("prompt", "response", "logp", "reward", "group", "traj", "step", "anchor", "valid", "text")
 
 
 async def play_steps(
@@ -320,8 +322,9 @@ def to_dataproto(rows: StepRows, pad_token_id: int, *, max_prompt_length: int, m
             response_ids[i, : len(r)] = torch.as_tensor(r)
             response_mask[i, : len(r)] = 1
             scores[i, len(r) - 1] = float(rows.rewards[i])
-            if have_log_probs and rows.response_log_probs[i]:
-                log_probs[i, : len(r)] = torch.as_tensor(rows.response_log_probs[i][: len(r)])
+            row_log_probs = rows.response_log_probs[i]
+            if have_log_probs and row_log_probs:
+                log_probs[i, : len(r)] = torch.as_tensor(row_log_probs[: len(r)])
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     # position ids count real tokens only (left padding does not shift them), as verl builds them
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)

@@ -35,6 +35,8 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from lamina.agents.prompt import PromptConfig
 from lamina.algorithms.advantages import estimator_of_verl_name, get_estimator
 from lamina.envs.seeds import task_seeds
+from lamina.integrations.verl.config import plain_dict
+from lamina.integrations.verl.freezing import TRAINABLE_METRIC
 from lamina.integrations.verl.rollout import play_steps, to_dataproto
 
 
@@ -133,7 +135,7 @@ class StepRolloutManager:
                 env.name,
                 int(self.config.data.train_batch_size) * int(rollout.n),
                 num_workers=int(self.lamina.rollout.env_workers),
-                env_kwargs=OmegaConf.to_container(env.kwargs, resolve=True),
+                env_kwargs=plain_dict(env.kwargs),
                 max_episode_steps=int(env.max_steps),
             )
         return self._runner
@@ -154,7 +156,7 @@ class StepRolloutManager:
 
     def play_rows(self, runner, seeds: list[int], group_size: int, uid_prefix: str, validate: bool = False):
         """``rollout.play_steps`` with this run's prompt, sampling and penalty settings."""
-        agent = PromptConfig(**OmegaConf.to_container(self.lamina.agent, resolve=True))
+        agent = PromptConfig(**plain_dict(self.lamina.agent))
         return asyncio.run(
             play_steps(
                 self.client,
@@ -190,8 +192,8 @@ class StepRolloutManager:
 
         env = self.lamina.env
         kwargs = {
-            **OmegaConf.to_container(env.kwargs, resolve=True),
-            **OmegaConf.to_container(env.eval_kwargs),
+            **plain_dict(env.kwargs),
+            **plain_dict(env.eval_kwargs),
         }
         chunk = min(episodes, self.runner.num_envs)
         won: list[bool] = []
@@ -254,7 +256,7 @@ class StepPPOTrainer(RayPPOTrainer):
         out.mkdir(parents=True, exist_ok=True)
         self.global_steps = 0
         self._load_checkpoint()
-        self.checkpoint_manager.update_weights(self.global_steps)
+        self.weight_sync().update_weights(self.global_steps)
         start = self.global_steps
         with (out / "metrics.jsonl").open("a" if start else "w") as metrics_file:
             for iteration in range(start, self.total_training_steps):
@@ -270,11 +272,17 @@ class StepPPOTrainer(RayPPOTrainer):
         episodes = int(self.config.lamina.get("eval_episodes", 0))
         if episodes > 0:  # the servers hold the last update's weights (synced after it)
             result = self.async_rollout_manager.evaluate(episodes)
-            self.checkpoint_manager.sleep_replicas()
+            self.weight_sync().sleep_replicas()
             (out / "eval.json").write_text(json.dumps(result, indent=1))
             tracker.log(
                 data={f"eval/{k}": v for k, v in result.items() if k != "ci95"}, step=self.global_steps
             )
+
+    def weight_sync(self) -> Any:
+        """verl's checkpoint manager, which pushes the actor's weights to the rollout servers."""
+        if self.checkpoint_manager is None:
+            raise RuntimeError("StepPPOTrainer: call init_workers() first (it builds the weight sync)")
+        return self.checkpoint_manager
 
     def train_step(self, iteration: int) -> dict[str, float]:
         """One rollout -> advantages -> update iteration; returns verl-style metrics."""
@@ -283,7 +291,7 @@ class StepPPOTrainer(RayPPOTrainer):
         lamina = self.config.lamina
         seeds = task_seeds(lamina.env, int(lamina.seed), iteration, int(self.config.data.train_batch_size))
         batch = self.async_rollout_manager.play(seeds, uid_prefix=f"it{iteration}-")
-        self.checkpoint_manager.sleep_replicas()
+        self.weight_sync().sleep_replicas()
         timing["timing_s/gen"] = time.perf_counter() - t0
         rollout_metrics = {f"lamina/{k}": v for k, v in batch.meta_info.pop("rollout").items()}
         batch = self.prepare_batch(batch, iteration)
@@ -300,7 +308,7 @@ class StepPPOTrainer(RayPPOTrainer):
         batch.batch["returns"] = batch.batch["advantages"]
         t2 = time.perf_counter()
         actor_metrics = self.update_actor_over_rows(batch)
-        self.checkpoint_manager.update_weights(self.global_steps)
+        self.weight_sync().update_weights(self.global_steps)
         timing["timing_s/update_actor"] = time.perf_counter() - t2
         return {**rollout_metrics, **actor_metrics, **timing}
 
@@ -329,6 +337,26 @@ class StepPPOTrainer(RayPPOTrainer):
             self.config.actor_rollout_ref.actor.ppo_mini_batch_size = per_mini // n
         output = self._update_actor(batch)
         return reduce_metrics(output.meta_info["metrics"])
+
+
+def require_layer_selection(metrics: dict[str, Any], layers: Any) -> None:
+    """Stops the run when an update with a layer selection did not run on lamina's engine.
+
+    A worker whose lamina plugin failed to import falls back to verl's own FSDP engine (verl only
+    logs it) and trains every block; lamina's engine reports ``actor/lamina_trainable_tensors`` with
+    every update, so its absence means the selection was not applied.
+
+    Raises:
+        RuntimeError: naming the selection and where to look.
+    """
+    if layers is None or f"actor/{TRAINABLE_METRIC}" in metrics:
+        return
+    raise RuntimeError(
+        f"layers={layers}: the actor update ran on verl's own engine, not lamina's layer-selecting "
+        "one, so every block was trained; stopped before these weights reach the rollout servers. "
+        "Check that lamina imports in every Ray worker (VERL_USE_EXTERNAL_PLUGINS, the workers' "
+        "python environment) and that VERL_ENGINE_VENDOR=lamina reaches them"
+    )
 
 
 def lamina_record(iteration: int, record: dict[str, float]) -> dict[str, float]:

@@ -118,6 +118,7 @@ def main(out: str, layers: str, modules: str) -> None:
             "changed": [n for n in before if not __import__("torch").equal(before[n], after[n])],
             "names": list(before),
             "grad_norm": float(metrics["actor/grad_norm"][0]),
+            "trainable_metric": metrics.get("actor/lamina_trainable_tensors"),
             "old_log_probs_shape": list(old.batch["old_log_probs"].shape),
         }
     Path(out).write_text(json.dumps(result))

@@ -46,6 +46,8 @@ def test_update_actor_trains_only_the_selected_block(tmp_path):
     assert sorted(result["changed"]) == sorted(block)
     assert result["grad_norm"] > 0
     assert result["old_log_probs_shape"] == [4, 5]
+    # what the driver checks to know the update ran on lamina's engine (never all blocks silently)
+    assert result["trainable_metric"] == [float(len(block))]
 
 
 def test_selection_travels_as_json_and_maps_through_lamina_grammar(tiny_model):

@@ -90,6 +90,12 @@ def test_published_recipe_preset_composes():
             "verl rejected the composed config: real_train_batch_size",
         ),
         (lambda c, v: v.overrides.append("trainer.no_such_key=1"), "not a verl config key"),
+        # FSDP1's flat parameters cannot mix trainable and frozen tensors (torch refuses at wrap time)
+        (lambda c, v: (setattr(v, "strategy", "fsdp"), setattr(c, "modules", "attn")), "verl.strategy=fsdp"),
+        (
+            lambda c, v: (setattr(v, "strategy", "fsdp"), setattr(c.trainer, "train_lm_head", True)),
+            "train_lm_head=True",
+        ),
     ],
 )
 def test_bad_values_are_one_line_errors(change, message):
@@ -98,6 +104,12 @@ def test_bad_values_are_one_line_errors(change, message):
     with pytest.raises(ConfigError) as err:
         validate(cfg, verl_cfg, model_path=MODEL)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fsdp1_accepts_whole_blocks():
+    cfg, verl_cfg = gigpo_config(), VerlBackendConfig(n_gpus_per_node=2, strategy="fsdp")
+    config = validate(cfg, verl_cfg, model_path=MODEL)
+    assert config.actor_rollout_ref.actor.strategy == "fsdp"
 
 
 def test_dr_grpo_maps_to_verl_grpo_without_std():
@@ -200,3 +212,27 @@ def test_lamina_train_backend_verl_refuses_choose_mode_in_one_line(tmp_path, cap
     code = main(["train", "backend=verl", f"model.path={MODEL}", f"trainer.output_dir={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "agent.mode" in err and "\n" not in err
+
+
+def test_attention_is_sdpa_unless_flash_attn_is_installed(monkeypatch):
+    import importlib.util
+
+    from lamina.integrations.verl.config import attention
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name))
+    assert attention("auto") == "sdpa" and attention("eager") == "eager"
+    cfg, verl_cfg = gigpo_config(), VerlBackendConfig(n_gpus_per_node=2)
+    config = validate(cfg, verl_cfg, model_path=MODEL)
+    assert config.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name))
+    assert attention("auto") == "flash_attention_2"
+
+
+def test_an_update_on_verls_own_engine_stops_a_layer_selected_run():
+    from lamina.integrations.verl.trainer import require_layer_selection
+
+    require_layer_selection({"actor/lamina_trainable_tensors": [9.0], "actor/pg_loss": [0.1]}, [14])
+    require_layer_selection({"actor/pg_loss": [0.1]}, None)  # no selection asked: verl's engine is fine
+    with pytest.raises(RuntimeError, match=r"layers=\[14\]: the actor update ran on verl's own engine"):
+        require_layer_selection({"actor/pg_loss": [0.1]}, [14])
