@@ -140,7 +140,8 @@ EXAMPLES = {
 USAGE = (
     "usage: lamina <command> [arguments]\n\ncommands:\n"
     + "\n".join(f"  {name:9s} {command.summary:29s} {EXAMPLES[name]}" for name, command in COMMANDS.items())
-    + "\n\nlamina <command> --help lists a command's arguments (and, for train/eval/sweep/sft, its config keys).\n"
+    + "\n\nlamina <command> --help lists a command's arguments"
+    + " (and, for train/eval/sweep/sft, its config keys).\n"
 )
 
 

@@ -220,12 +220,17 @@ def test_attention_is_sdpa_unless_flash_attn_is_installed(monkeypatch):
     from lamina.integrations.verl.config import attention
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name))
+
+    def flash_attn_installed(installed: bool):
+        fake = object() if installed else None
+        return lambda name, *a: fake if name == "flash_attn" else real(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", flash_attn_installed(False))
     assert attention("auto") == "sdpa" and attention("eager") == "eager"
     cfg, verl_cfg = gigpo_config(), VerlBackendConfig(n_gpus_per_node=2)
     config = validate(cfg, verl_cfg, model_path=MODEL)
     assert config.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name))
+    monkeypatch.setattr(importlib.util, "find_spec", flash_attn_installed(True))
     assert attention("auto") == "flash_attention_2"
 
 
