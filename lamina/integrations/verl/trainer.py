@@ -12,9 +12,11 @@ The rollout sits in verl's own slot for a custom rollout manager,
 verl's ``LLMServerClient`` and plays lamina environments with ``rollout.play_steps``.
 
 One iteration: sync weights to the servers -> play B x G episodes (one row per step) -> servers
-sleep -> old log-probs (actor) and reference log-probs -> rewards -> advantages over step rows
-(GiGPO through verl's registry, with the rows' ``traj_uid``/``step_id``/``anchor``; the other
-estimators through lamina's) -> ``update_actor`` in ``mini_batches`` mini-batches.
+sleep -> rewards -> advantages over the step rows (GiGPO through verl's registry, with the rows'
+``traj_uid``/``step_id``/``anchor``; the other estimators through lamina's) -> filler rows up to
+a count every verl call accepts (``pad_step_rows``: data-parallel ranks, micro-batches,
+mini-batches) -> old log-probs (actor) and reference log-probs -> ``update_actor`` in
+``mini_batches`` mini-batches.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from lamina.algorithms.advantages import estimator_of_verl_name, get_estimator
 from lamina.envs.seeds import task_seeds
 from lamina.integrations.verl.config import plain_dict
 from lamina.integrations.verl.freezing import TRAINABLE_METRIC
-from lamina.integrations.verl.rollout import play_steps, to_dataproto
+from lamina.integrations.verl.rollout import object_array, play_steps, to_dataproto
 
 
 def step_advantages(batch: DataProto, algorithm: DictConfig) -> torch.Tensor:
@@ -74,23 +77,188 @@ def step_advantages(batch: DataProto, algorithm: DictConfig) -> torch.Tensor:
     return torch.as_tensor(row, dtype=rewards.dtype)[:, None] * mask
 
 
-def pad_rows(batch: DataProto, mini_batches: int, unit: int) -> tuple[DataProto, int]:
-    """Pads N rows to ``mini_batches`` x (a multiple of ``unit``) rows with masked-out copies.
+@dataclass(frozen=True)
+class RowSizes:
+    """What verl's calls need of a batch's row count, read from verl's config (``of_config``).
 
-    A copy has ``response_mask`` and ``advantages`` 0, so it adds nothing to a token-mean loss
-    (verl's per-sequence aggregations count it as one more sequence). Returns the batch and the
-    rows per mini-batch.
+    - ``dp``: the actor's data-parallel ranks (world size / Ulysses sequence parallelism). verl's
+      dispatch (``make_nd_compute_dataproto_dispatch_fn``) cuts every batch into ``dp`` equal parts.
+    - ``group``: ``rollout.n``; ``_update_actor`` sends ``ppo_mini_batch_size x n`` rows per
+      mini-batch, so a mini-batch must be a multiple of ``n`` rows.
+    - ``ppo_micro``: ``actor.ppo_micro_batch_size_per_gpu``: a rank's mini-batch must divide by it
+      (``prepare_micro_batches``; 1 with dynamic batch sizes).
+    - ``log_prob_micro``: ``rollout.log_prob_micro_batch_size_per_gpu``: a rank's part of the batch
+      must divide by it for old log-probs (1 with dynamic batch sizes).
+    - ``ref_dp``, ``ref_micro``: the same two numbers for the reference worker (1, 1 without one).
+    """
+
+    dp: int = 1
+    group: int = 1
+    ppo_micro: int = 1
+    log_prob_micro: int = 1
+    ref_dp: int = 1
+    ref_micro: int = 1
+
+    @classmethod
+    def of_config(cls, config: DictConfig, use_reference_policy: bool = True) -> RowSizes:
+        arr = config.actor_rollout_ref
+        world = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+
+        def sp(section: DictConfig) -> int:
+            # verl's ActorConfig: the deprecated top-level size wins when > 1, else fsdp_config's
+            top = int(section.get("ulysses_sequence_parallel_size", 1) or 1)
+            engine = section.get("fsdp_config", {})
+            return top if top > 1 else int(engine.get("ulysses_sequence_parallel_size", 1))
+
+        def micro(dynamic: bool, size: Any) -> int:
+            return 1 if dynamic else int(size or 1)
+
+        dynamic = bool(arr.actor.get("use_dynamic_bsz", False))
+        ref_dp = ref_micro = 1
+        if use_reference_policy:
+            ref_dp = world // sp(arr.ref)
+            ref_micro = micro(
+                bool(arr.ref.get("log_prob_use_dynamic_bsz", dynamic)),
+                arr.ref.get("log_prob_micro_batch_size_per_gpu"),
+            )
+        return cls(
+            dp=world // sp(arr.actor),
+            group=int(arr.rollout.n),
+            ppo_micro=micro(dynamic, arr.actor.get("ppo_micro_batch_size_per_gpu")),
+            log_prob_micro=micro(
+                bool(arr.rollout.get("log_prob_use_dynamic_bsz", dynamic)),
+                arr.rollout.get("log_prob_micro_batch_size_per_gpu"),
+            ),
+            ref_dp=ref_dp,
+            ref_micro=ref_micro,
+        )
+
+    def rank_unit(self, mini_batches: int) -> int:
+        """The smallest L such that a rank holding any multiple c of L rows per mini-batch passes
+        every check: c divides by ``ppo_micro``; dp x c by ``group``; the rank's rows,
+        ``mini_batches`` x c, by ``log_prob_micro``; the whole batch, ``mini_batches`` x dp x c, by
+        ``ref_dp`` x ``ref_micro``."""
+        ref = self.ref_dp * self.ref_micro
+        return math.lcm(
+            self.ppo_micro,
+            self.group // math.gcd(self.group, self.dp),
+            self.log_prob_micro // math.gcd(self.log_prob_micro, mini_batches),
+            ref // math.gcd(ref, mini_batches * self.dp),
+        )
+
+    def unit(self, mini_batches: int) -> int:
+        """Rows of a mini-batch (all ranks) come in multiples of this: dp x ``rank_unit``."""
+        return self.dp * self.rank_unit(mini_batches)
+
+
+FILLER_KEY = "filler"  # non-tensor column: True on the rows ``pad_rows`` adds
+
+
+def pad_rows(batch: DataProto, mini_batches: int, unit: int) -> tuple[DataProto, int]:
+    """Appends filler rows: N rows -> ``mini_batches`` x (the least multiple of ``unit`` >= N /
+    ``mini_batches``) rows. Returns the batch and the rows per mini-batch.
+
+    A filler copies a real row's tokens (so every sequence has tokens for verl's no-padding
+    layout) with ``response_mask``, ``advantages``, ``returns`` and the rewards 0: it adds nothing to
+    a token-mean or token-sum loss (verl's ``seq-mean-*`` modes divide by the mini-batch's row
+    count, fillers included). Its ``uid``, ``traj_uid`` and ``anchor`` are its own, so it joins no
+    GiGPO group, and ``filler`` is True; ``meta_info["real_rows"]`` is N. Advantages are computed
+    before (on the real rows); recomputing them on the padded batch gives the real rows the same.
     """
     n = len(batch)
+    if n == 0:
+        raise ValueError("pad_rows: the batch has no rows")
     per_mini = math.ceil(n / (mini_batches * unit)) * unit
     extra = per_mini * mini_batches - n
+    batch = DataProto(  # the caller's batch keeps its columns and meta
+        batch=batch.batch,
+        non_tensor_batch={**batch.non_tensor_batch, FILLER_KEY: object_array([False] * n)},
+        meta_info={**batch.meta_info, "real_rows": n},
+    )
     if extra == 0:
         return batch, per_mini
     filler = batch.select_idxs(np.arange(extra) % n)
-    for key in ("response_mask", "advantages", "returns", "token_level_rewards", "token_level_scores"):
+    for key in (
+        "response_mask",
+        "advantages",
+        "returns",
+        "token_level_rewards",
+        "token_level_scores",
+        "rm_scores",
+    ):
         if key in filler.batch.keys():
             filler.batch[key] = torch.zeros_like(filler.batch[key])
+    nt = filler.non_tensor_batch
+    own = [f"lamina-filler-{k}" for k in range(extra)]
+    for key, values in (
+        ("uid", own),
+        ("traj_uid", own),
+        ("anchor", [("lamina-filler", k) for k in range(extra)]),
+        ("step_id", [0] * extra),
+        (FILLER_KEY, [True] * extra),
+    ):
+        if key in nt:
+            nt[key] = object_array(values)
     return DataProto.concat([batch, filler]), per_mini
+
+
+def spread_order(real: int, mini_batches: int, dp: int, per_mini: int) -> np.ndarray:
+    """Where ``pad_rows``'s rows go: the permutation (slot -> row) that spreads the ``real`` real
+    rows (0..real-1) evenly over mini-batches, ranks and micro-batches, fillers in between.
+
+    verl gives rank r the r-th of dp equal slices and walks each slice in mini-batches of
+    ``per_mini / dp`` rows. Mini-batch m holds the m-th of ``mini_batches`` near-equal consecutive
+    runs of the real rows, whatever dp is (so dp=1 and dp=4 train on the same rows per optimizer
+    step); rank r gets the r-th near-equal part of that run, spread evenly over its cell, so no
+    micro-batch is all fillers while the cell has as many real rows as micro-batches.
+    """
+    total = mini_batches * per_mini
+    cell = per_mini // dp
+    if per_mini % dp or real > total:
+        raise ValueError(f"spread_order: {real} rows do not fit {mini_batches} x {per_mini} over dp={dp}")
+    order = np.full(total, -1, dtype=np.int64)
+    nxt = 0
+    for m, run in enumerate(_near_equal(real, mini_batches)):
+        for r, count in enumerate(_near_equal(run, dp)):
+            if count > cell:
+                raise ValueError(f"spread_order: {count} rows for a cell of {cell}")
+            base = r * mini_batches * cell + m * cell
+            for k in range(count):
+                order[base + k * cell // count] = nxt
+                nxt += 1
+    order[order < 0] = np.arange(real, total)
+    return order
+
+
+def _near_equal(n: int, parts: int) -> list[int]:
+    """n split into ``parts`` counts differing by at most one, the larger first."""
+    return [n // parts + (i < n % parts) for i in range(parts)]
+
+
+def pad_step_rows(batch: DataProto, sizes: RowSizes, mini_batches: int) -> DataProto:
+    """The real step rows plus fillers, in an order every verl call of an iteration accepts.
+
+    Rows: ``mini_batches`` x P where P, the rows per mini-batch, is the least multiple of
+    ``sizes.unit(mini_batches)`` = dp x lcm(ppo micro, n / gcd(n, dp), log-prob micro / gcd(.,
+    mini_batches), ref dp x ref micro / gcd(., mini_batches x dp)) that holds ceil(N /
+    ``mini_batches``) rows. ``mini_batches`` is cut to N when there are fewer rows (a mini-batch
+    without a real row would divide by zero tokens). Layout: ``spread_order``; the fillers:
+    ``pad_rows``. ``meta_info`` gets ``real_rows``, ``mini_batches`` and ``rows_per_mini_batch``.
+    """
+    n = len(batch)
+    mini_batches = max(1, min(int(mini_batches), n))
+    padded, per_mini = pad_rows(batch, mini_batches, sizes.unit(mini_batches))
+    padded = padded.select_idxs(spread_order(n, mini_batches, sizes.dp, per_mini))
+    padded.meta_info = {**padded.meta_info, "mini_batches": mini_batches, "rows_per_mini_batch": per_mini}
+    return padded
+
+
+def real_row_mask(batch: DataProto) -> np.ndarray:
+    """(N,) bool: the rows that are not ``pad_rows`` fillers."""
+    flags = batch.non_tensor_batch.get(FILLER_KEY)
+    if flags is None:
+        return np.ones(len(batch), dtype=bool)
+    return ~np.asarray(flags, dtype=bool)
 
 
 class StepRolloutManager:
@@ -285,7 +453,12 @@ class StepPPOTrainer(RayPPOTrainer):
         return self.checkpoint_manager
 
     def train_step(self, iteration: int) -> dict[str, float]:
-        """One rollout -> advantages -> update iteration; returns verl-style metrics."""
+        """One rollout -> advantages -> update iteration; returns verl-style metrics.
+
+        Advantages come from the real rows; the batch is padded once (``prepare_batch``), before
+        old and reference log-probs, so every verl call sees a row count it accepts. lamina's
+        metrics (success, returns, rows) come from the rollout, i.e. real rows only.
+        """
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         lamina = self.config.lamina
@@ -295,6 +468,7 @@ class StepPPOTrainer(RayPPOTrainer):
         timing["timing_s/gen"] = time.perf_counter() - t0
         rollout_metrics = {f"lamina/{k}": v for k, v in batch.meta_info.pop("rollout").items()}
         batch = self.prepare_batch(batch, iteration)
+        rollout_metrics["lamina/filler_rows"] = float(len(batch) - batch.meta_info["real_rows"])
         t1 = time.perf_counter()
         old_log_prob, _ = self._compute_old_log_prob(batch)
         old_log_prob.batch.pop("entropys", None)
@@ -302,41 +476,54 @@ class StepPPOTrainer(RayPPOTrainer):
         if self.use_reference_policy:
             batch = batch.union(self._compute_ref_log_prob(batch))
         timing["timing_s/old_and_ref_log_prob"] = time.perf_counter() - t1
-        batch.batch["token_level_scores"] = batch.batch["rm_scores"]
-        batch.batch["token_level_rewards"] = batch.batch["rm_scores"]
-        batch.batch["advantages"] = step_advantages(batch, self.config.algorithm)
-        batch.batch["returns"] = batch.batch["advantages"]
         t2 = time.perf_counter()
         actor_metrics = self.update_actor_over_rows(batch)
         self.weight_sync().update_weights(self.global_steps)
         timing["timing_s/update_actor"] = time.perf_counter() - t2
         return {**rollout_metrics, **actor_metrics, **timing}
 
+    def row_sizes(self) -> RowSizes:
+        """What this run's verl calls need of a row count (data parallelism, micro-batches)."""
+        return RowSizes.of_config(self.config, use_reference_policy=bool(self.use_reference_policy))
+
     def prepare_batch(self, batch: DataProto, iteration: int) -> DataProto:
-        """Shuffles the step rows (mini-batches then mix steps and tasks) and adds verl's meta."""
+        """The played step rows -> the batch every verl call of the iteration gets.
+
+        Shuffles the rows (mini-batches then mix steps and tasks), sets rewards and advantages on
+        the real rows, then pads once with fillers (``pad_step_rows``) and adds verl's meta.
+        """
         order = np.random.default_rng([int(self.config.lamina.seed), iteration, 1]).permutation(len(batch))
         batch = batch.select_idxs(order)
+        batch.batch["token_level_scores"] = batch.batch["rm_scores"]
+        batch.batch["token_level_rewards"] = batch.batch["rm_scores"]
+        batch.batch["advantages"] = step_advantages(batch, self.config.algorithm)
+        batch.batch["returns"] = batch.batch["advantages"]
+        batch = pad_step_rows(batch, self.row_sizes(), int(self.config.lamina.mini_batches))
         batch.meta_info["temperature"] = float(self.config.actor_rollout_ref.rollout.temperature)
         batch.meta_info["global_token_num"] = batch.batch["attention_mask"].sum(-1).tolist()
         return batch
 
     def update_actor_over_rows(self, batch: DataProto) -> dict[str, float]:
-        """verl's ``_update_actor`` over step rows, cut into ``lamina.mini_batches`` mini-batches.
+        """verl's ``_update_actor`` over step rows, in ``meta_info["mini_batches"]`` mini-batches.
 
         verl sizes a mini-batch as ``ppo_mini_batch_size x rollout.n`` rows; the driver sets
-        ``ppo_mini_batch_size`` for this iteration's row count (workers read the size from the batch).
+        ``ppo_mini_batch_size`` for this iteration's padded row count (workers read the size from
+        the batch). A batch that ``prepare_batch`` did not pad is padded here.
         """
         from verl.utils.metric import reduce_metrics
 
-        n = int(self.config.actor_rollout_ref.rollout.n)
-        dp = int(self.config.trainer.n_gpus_per_node) * int(self.config.trainer.nnodes)
-        unit = n * dp // math.gcd(n, dp)
-        batch, per_mini = pad_rows(batch, int(self.config.lamina.mini_batches), unit)
-        batch.meta_info["global_token_num"] = batch.batch["attention_mask"].sum(-1).tolist()
+        if "rows_per_mini_batch" not in batch.meta_info:
+            batch = pad_step_rows(batch, self.row_sizes(), int(self.config.lamina.mini_batches))
+            batch.meta_info["global_token_num"] = batch.batch["attention_mask"].sum(-1).tolist()
+        per_mini = int(batch.meta_info["rows_per_mini_batch"])
         with open_dict(self.config):
-            self.config.actor_rollout_ref.actor.ppo_mini_batch_size = per_mini // n
+            self.config.actor_rollout_ref.actor.ppo_mini_batch_size = per_mini // int(
+                self.config.actor_rollout_ref.rollout.n
+            )
         output = self._update_actor(batch)
-        return reduce_metrics(output.meta_info["metrics"])
+        metrics = output.meta_info["metrics"]
+        require_layer_selection(metrics, self.config.lamina.get("layers"))
+        return reduce_metrics(metrics)
 
 
 def require_layer_selection(metrics: dict[str, Any], layers: Any) -> None:
