@@ -126,8 +126,6 @@ class _Episodes:
     rows: dict[str, list] = field(default_factory=lambda: {k: [] for k in _ROW_KEYS})
 
 
-
-
 async def play_steps(
     client: GenerateClient,
     tokenizer: Any,
