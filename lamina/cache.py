@@ -36,14 +36,15 @@ def lock_path(target: Path) -> Path:
 
 
 @contextmanager
-def cache_lock(target: Path, blocking: bool = True) -> Iterator[bool]:
-    """Holds the exclusive lock of ``target``; yields False (without waiting) when ``blocking`` is
-    False and another process holds it.
+def file_lock(path: Path, blocking: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """Holds an exclusive ``fcntl.flock`` on the file ``path`` (created, with its folder, if
+    missing); yields False (without waiting) when ``blocking`` is False and another process holds it.
+    ``on_wait`` is called once before a blocking wait. The kernel drops the lock of a process that
+    dies, so a lock is never left held by a dead process.
 
     The lock file stays after release: deleting it would let a waiter lock a file that a newcomer
     can no longer see, and so two processes would both hold "the" lock.
     """
-    path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -53,12 +54,25 @@ def cache_lock(target: Path, blocking: bool = True) -> Iterator[bool]:
         except BlockingIOError:
             locked = False
         if not locked and blocking:
-            log.info("waiting for another process that is building %s", target)
+            if on_wait is not None:
+                on_wait()
             fcntl.flock(fd, fcntl.LOCK_EX)
             locked = True
         yield locked
     finally:
         os.close(fd)  # closing the only descriptor releases the flock
+
+
+@contextmanager
+def cache_lock(target: Path, blocking: bool = True) -> Iterator[bool]:
+    """Holds the exclusive lock of ``target`` (:func:`file_lock` on :func:`lock_path`); yields False
+    (without waiting) when ``blocking`` is False and another process holds it."""
+
+    def waiting() -> None:
+        log.info("waiting for another process that is building %s", target)
+
+    with file_lock(lock_path(target), blocking, waiting) as locked:
+        yield locked
 
 
 def staging_path(target: Path) -> Path:

@@ -15,3 +15,12 @@ class StoppedBySignal(TrainingStopped):
 
 class UsageError(ValueError):
     """A bad command line (a missing or unknown argument); one line, exit status 2."""
+
+
+class FolderInUse(ConfigError):
+    """Another lamina process is writing the run or sweep folder; one line naming it, exit status 2."""
+
+
+class DiskFull(TrainingStopped):
+    """The disk filled up during a write; one line naming the folder and the space needed, exit
+    status 1. The last good checkpoint stays, and ``trainer.resume=true`` continues once space is free."""

@@ -18,6 +18,15 @@ register(
 register("Countdown-v0", "lamina.envs.reasoning:CountdownEnv", short_name="countdown")
 register("Arithmetic-v0", "lamina.envs.reasoning:ArithmeticEnv", short_name="arithmetic")
 register("QA-v0", "lamina.envs.reasoning:QAEnv", short_name="qa")
+register("ReasoningGym-v0", "lamina.envs.reasoning_gym:ReasoningGymEnv", short_name="rg")
+register("OpenEnv-v0", "lamina.envs.openenv:OpenEnvEnv", short_name="openenv", max_episode_steps=50)
+register(
+    "ScienceWorld-v0",
+    "lamina.envs.scienceworld:ScienceWorldEnv",
+    short_name="scienceworld",
+    max_episode_steps=50,
+)
+register("TextArena-v0", "lamina.envs.textarena:TextArenaEnv", short_name="textarena", max_episode_steps=100)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -29,7 +29,10 @@ class StudyConfig:
         layers: the blocks trained alone, one arm each (a layer spec: ``all``, ``[0, 7]``, ``10-14``).
         seeds: ``trainer.seed`` of each repetition; every arm, base included, runs once per seed.
         metric: ``success`` (held-out success rate) or ``return`` (mean held-out episode return).
-        output_dir: the sweep folder; one run folder per arm inside it.
+        output_dir: the sweep folder; one run folder per arm inside it. Running again with the same
+            settings resumes or extends the sweep there; other settings are refused.
+        overwrite: delete the sweep ``output_dir`` holds (arm folders, ``sweep.yaml``, tables,
+            plots) before this one starts, whatever its settings were.
         executor: ``serial`` (arms one after another in this process) or ``ray`` (parallel arms).
         ray_address: None for a local Ray; else a running cluster's address (``auto``, ``ray://...``).
         gpus_per_arm: GPUs Ray reserves per arm; None: 1 when the cluster has GPUs, else 0.
@@ -44,6 +47,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str = "success"
     output_dir: str = "runs/sweep"
+    overwrite: bool = False
     executor: str = "serial"
     ray_address: str | None = None
     gpus_per_arm: float | None = None

@@ -8,11 +8,18 @@ The sweep folder (``study.output_dir``) holds one run folder per arm (``base-see
 ``contribution.md``, ``contribution.png`` and ``summary.json``. Running the same command again
 skips finished arms, resumes half-finished ones from their newest checkpoint, and retries failed
 ones; adding blocks or seeds extends the sweep.
+
+One sweep per folder, one sweep process at a time: the sweep holds the folder's writer lock
+(``.lamina.lock``, ``lamina.trainer.run_folder``) while it runs, and each arm's run holds its own
+arm folder's (in this process or a Ray worker; the sweep's lock is never asked for by an arm). A
+folder whose ``sweep.yaml`` has other shared settings, or that holds files but no ``sweep.yaml``,
+is refused unless ``study.overwrite=true``, which deletes the old sweep's outputs first.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +41,21 @@ from lamina.study.executors import ArmState, SweepStatus, run_ray, run_serial
 from lamina.study.plots import plot_contribution
 from lamina.trainer.config import RunConfig
 from lamina.trainer.layers import parse_layers
+from lamina.trainer.run_folder import contents, folder_lock, remove_outputs
+
+log = logging.getLogger(__name__)
+
+# What a sweep writes into its folder (top-level names, glob patterns), deleted by study.overwrite=true.
+SWEEP_OUTPUTS = (
+    "base-seed*",
+    "full-seed*",
+    "block*-seed*",
+    "sweep.yaml",
+    "contribution.*",
+    "summary.json",
+    "ensemble-top*",
+    "*.partial",
+)
 
 
 def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
@@ -48,6 +70,11 @@ def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
     if cfg.eval.episodes < 1:
         raise ConfigError(
             f"eval.episodes={cfg.eval.episodes}: a sweep scores each arm on held-out episodes; give >= 1"
+        )
+    if cfg.trainer.overwrite:
+        raise ConfigError(
+            "trainer.overwrite=true: a sweep's arms always resume their own folders; to start the sweep "
+            "over, use study.overwrite=true"
         )
     if cfg.trainer.iterations < 1:
         raise ConfigError(
@@ -114,13 +141,55 @@ def run_sweep(
         TrainingStopped: some arms failed (named, with ``error.txt`` in their folders).
     """
     blocks, num_blocks = sweep_blocks(cfg)
-    console = console or Console()
     sweep_dir = Path(cfg.study.output_dir).resolve()  # Ray workers may run in another directory
     shared = cfg.run_config()
-    check_same_settings(sweep_dir, shared)
+    # The sweep process alone holds the sweep folder's lock; each arm's run holds its own folder's.
+    with folder_lock(sweep_dir, "study.output_dir"):
+        prepare_sweep_folder(sweep_dir, cfg, shared)
+        return _run_arms(cfg, sweep_dir, shared, blocks, num_blocks, train_fn, console or Console())
+
+
+def prepare_sweep_folder(sweep_dir: Path, cfg: SweepConfig, shared: RunConfig) -> None:
+    """Decides what the (locked) sweep folder's contents mean, then records ``sweep.yaml``.
+
+    A folder with the ``sweep.yaml`` of the same shared settings is this sweep, resumed or extended;
+    with ``study.overwrite=true`` lamina's outputs in it (arm folders, ``sweep.yaml``, tables, plots)
+    are deleted first, whatever they were; anything else that is not empty is refused.
+
+    Raises:
+        ConfigError: the folder holds a sweep with other settings, or files but no sweep.
+    """
+    key = "study.output_dir"
+    entries = contents(sweep_dir)
+    if cfg.study.overwrite:
+        if entries:
+            log.warning("study.overwrite=true: deleting the previous sweep's outputs in %s", sweep_dir)
+            remove_outputs(sweep_dir, SWEEP_OUTPUTS)
+    elif (sweep_dir / "sweep.yaml").exists():
+        try:
+            check_same_settings(sweep_dir, shared)
+        except ConfigError as err:
+            raise ConfigError(f"{err}; or study.overwrite=true to delete it and start over") from None
+    elif entries:
+        names = ", ".join(p.name for p in entries[:3]) + (" ..." if len(entries) > 3 else "")
+        raise ConfigError(
+            f"{key}={str(sweep_dir)!r} holds files but no sweep.yaml ({names}); replace them with "
+            f"study.overwrite=true, or choose another {key}"
+        )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
+
+def _run_arms(
+    cfg: SweepConfig,
+    sweep_dir: Path,
+    shared: RunConfig,
+    blocks: list[int],
+    num_blocks: int,
+    train_fn: Callable[[RunConfig], Path] | None,
+    console: Console,
+) -> Path:
+    """``run_sweep`` in its claimed folder: the unfinished arms, then the contribution outputs."""
     arms = plan_arms(blocks, cfg.study.seeds)
     states = [ArmState(arm, arm.name(num_blocks)) for arm in arms]
     status = SweepStatus(states, cfg.study.metric, console)

@@ -11,11 +11,14 @@ A checkpoint folder ``checkpoints/iter_NNNNNN/`` holds:
 
 It is written under a temporary name, every file fsynced, then renamed; a folder whose manifest is
 missing or does not match its files is skipped at resume (with a warning naming it) in favour of
-the previous good one.
+the previous good one. A save that fails (a full disk included) deletes its staging folder; a full
+disk (or quota) stops the run with ``DiskFull``: one line naming the folder, the space a checkpoint
+takes, the free space and the last good checkpoint, which stays intact.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -30,6 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from lamina.errors import DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -110,28 +115,91 @@ def save_checkpoint(
     final = root / f"{PREFIX}{iteration + 1:06d}"
     staging = root / f".{PREFIX}{iteration + 1:06d}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     params = dict(model.named_parameters())
     files = {"trainable.safetensors": {n: params[n].detach().contiguous().cpu() for n in names}}
     for stem, group in (tensors or {}).items():
         files[f"{stem}.safetensors"] = {k: v.detach().contiguous().cpu() for k, v in group.items()}
-    for filename, group in files.items():
-        save_file(group, str(staging / filename))
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    (staging / "state.json").write_text(
-        json.dumps({"iteration": iteration, "trainable": names, **state}, indent=1)
-    )
-    # Fault injection for tests: keeps the write open so a test can kill the process inside it.
-    time.sleep(float(os.environ.get("LAMINA_TEST_SLOW_SAVE_S", "0")))
-    manifest = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
-    for path in staging.iterdir():
-        _fsync(path)
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    _fsync(staging / MANIFEST)
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    try:
+        staging.mkdir(parents=True)
+        for filename, group in files.items():
+            save_file(group, str(staging / filename))
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / "state.json").write_text(
+            json.dumps({"iteration": iteration, "trainable": names, **state}, indent=1)
+        )
+        # Fault injection for tests: keeps the write open so a test can kill the process inside it.
+        time.sleep(float(os.environ.get("LAMINA_TEST_SLOW_SAVE_S", "0")))
+        manifest = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+        for path in staging.iterdir():
+            _fsync(path)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _fsync(staging / MANIFEST)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    except BaseException as err:
+        # What a checkpoint takes: the tensors and the optimizer state, or the previous one's size.
+        needed = sum(_tensor_bytes(group.values()) for group in files.values())
+        needed += _tensor_bytes(v for s in optimizer.state.values() for v in s.values())
+        previous = checkpoint_folders(output_dir)
+        needed = max(needed, folder_bytes(previous[-1]) if previous else 0)
+        free = _free_bytes(root)  # before the staging folder's files go
+        shutil.rmtree(staging, ignore_errors=True)  # a half-written checkpoint must not fill the disk
+        # torch.save reports a full disk as "RuntimeError: unexpected pos", safetensors as its own
+        # error: a failed write that left less room than a checkpoint needs is taken as a full disk.
+        if isinstance(err, Exception) and (is_disk_full(err) or (free is not None and free < needed)):
+            raise disk_full(f"writing checkpoint {final}", Path(output_dir), needed) from err
+        raise
     _fsync(root)
     return final
+
+
+DISK_FULL_TEXTS = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """The write failed for want of space (a full disk or an exhausted quota): an ``OSError`` with
+    that errno, or a library's error whose text says so (safetensors: "os error 28")."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(err).lower() for text in DISK_FULL_TEXTS)
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _tensor_bytes(values) -> int:
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+
+def folder_bytes(path: Path) -> int:
+    """The size of the files under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _mb(size: float) -> str:
+    return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.1f} MB"
+
+
+def disk_full(doing: str, output_dir: Path, needed: int | None = None) -> DiskFull:
+    """The one-line stop for a write that found the disk full: what failed, the space a checkpoint
+    needs (``needed``, default the newest good checkpoint's size) and what is free, the last good
+    checkpoint, and how to continue."""
+    last = latest_checkpoint(output_dir)
+    if needed is None:
+        needed = folder_bytes(last) if last is not None else 0
+    space = [f"a checkpoint of this run takes about {_mb(needed)}"] if needed else []
+    free = _free_bytes(output_dir)
+    if free is not None:
+        space.append(f"{_mb(free)} free")
+    return DiskFull(
+        f"no space left on device {doing} in {output_dir} ({', '.join(space) or 'size unknown'}); "
+        f"the last good checkpoint is {last or 'none'}; free space there, then continue with "
+        "trainer.resume=true"
+    )
 
 
 def checkpoint_problem(path: Path) -> str | None:

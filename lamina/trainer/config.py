@@ -175,7 +175,10 @@ class TrainerConfig:
         output_dir: where config, metrics, checkpoints and eval results go.
         save_every: iterations between checkpoints (the last iteration is always saved).
         keep_checkpoints: keep only the N newest good checkpoints (0: keep all).
-        resume: continue from the newest good checkpoint in ``output_dir``.
+        resume: continue from the newest good checkpoint in ``output_dir`` (a folder that already
+            holds a run is refused unless ``resume`` or ``overwrite``).
+        overwrite: delete the run that ``output_dir`` holds (checkpoints, metrics, evaluations,
+            plots, logs) before this one starts; false refuses a folder that already holds a run.
         lr, weight_decay: AdamW settings.
         lr_multipliers: per-block lr factors, e.g. ``{15: 2.0}`` (block 15 learns at twice ``lr``).
         train_embeddings, train_lm_head: also train these (frozen by default).
@@ -193,6 +196,7 @@ class TrainerConfig:
     save_every: int = 0
     keep_checkpoints: int = 0
     resume: bool = False
+    overwrite: bool = False
     lr: float = 1e-5
     weight_decay: float = 0.0
     lr_multipliers: dict[int, float] = field(default_factory=dict)
@@ -280,6 +284,8 @@ class SftConfig:
         measure_loss: also compute the loss on all expert rows before and after training
             (``sft.json``: ``initial_loss``, ``final_loss``; one extra forward over the rows each).
         output_dir: where config, metrics and the checkpoint go.
+        overwrite: delete what ``output_dir`` holds from an earlier ``lamina sft`` first; false
+            refuses a folder that is not empty.
     """
 
     episodes: int = 32
@@ -293,6 +299,7 @@ class SftConfig:
     parallel_envs: int = 8
     measure_loss: bool = True
     output_dir: str = "runs/sft"
+    overwrite: bool = False
 
 
 @dataclass

@@ -43,6 +43,7 @@ from lamina.trainer.checkpoint import save_checkpoint
 from lamina.trainer.config import SftConfig, SftRunConfig
 from lamina.trainer.factories import load_start_model, select_trainable
 from lamina.trainer.layers import parse_layers
+from lamina.trainer.run_folder import claim_run_folder
 from lamina.trainer.update import pack_rows, response_log_probs
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,13 @@ def sft(cfg: SftRunConfig) -> Path:
     """Collects expert rows, trains the chosen blocks on them, and writes the output folder."""
     blocks = validate_sft(cfg)
     out = Path(cfg.sft.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # One run per folder, one writer at a time, as for lamina train (sft has no resume).
+    with claim_run_folder(out, False, cfg.sft.overwrite, section="sft", can_resume=False):
+        return _sft(cfg, blocks, out)
+
+
+def _sft(cfg: SftRunConfig, blocks: list[int], out: Path) -> Path:
+    """``sft`` in its claimed output folder."""
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     torch.manual_seed(cfg.sft.seed)
     model, tokenizer = load_start_model(cfg)

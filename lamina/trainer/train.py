@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import resource
+import sys
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs.runner import EnvGroupRunner
 from lamina.envs.seeds import task_seeds
 from lamina.errors import StoppedBySignal, TrainingStopped
-from lamina.trainer.checkpoint import latest_checkpoint, prune_checkpoints
+from lamina.trainer.checkpoint import disk_full, is_disk_full, latest_checkpoint, prune_checkpoints
 from lamina.trainer.config import RunConfig
 from lamina.trainer.evaluate import run_eval
 from lamina.trainer.factories import Learner, build_learner, make_policy, make_runner
@@ -29,6 +32,7 @@ from lamina.trainer.logs import MetricsLogger, plot_curves
 from lamina.trainer.progress import TrainingProgress
 from lamina.trainer.resume import resume, save
 from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
+from lamina.trainer.run_folder import claim_run_folder
 from lamina.trainer.schedule import make_scheduler
 from lamina.trainer.signals import GracefulStop
 from lamina.trainer.update import ppo_update
@@ -151,6 +155,35 @@ def check_skipped_steps(cfg: RunConfig, learner: Learner, update: dict, iteratio
         )
 
 
+def memory_usage() -> dict[str, float]:
+    """This process's memory in MiB: ``max_rss_mb``, the peak resident set so far (a high-water mark,
+    from ``getrusage``), and ``rss_mb``, the resident set now (from ``/proc/self/statm``, where there
+    is one): a leak shows as ``rss_mb`` growing from iteration to iteration."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    usage = {"max_rss_mb": peak / (2**20 if sys.platform == "darwin" else 2**10)}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        usage["rss_mb"] = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return usage
+
+
+def append_row(metrics_file: BinaryIO, row: dict, out: Path) -> None:
+    """Appends one ``metrics.jsonl`` line, whole or not at all: a failed write is cut back off, so a
+    resume reads only whole lines; a full disk stops the run with ``DiskFull``."""
+    data = memoryview((json.dumps(row) + "\n").encode())
+    start = metrics_file.tell()
+    try:
+        while data:
+            data = data[metrics_file.write(data) :]
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            metrics_file.truncate(start)
+        if is_disk_full(err):
+            done = row["iteration"] + (row.get("kind") != "eval")  # an eval row counts iterations done
+            raise disk_full(f"appending to metrics.jsonl after iteration {done}", out) from None
+        raise
+
+
 def write_json(path: Path, value: dict) -> None:
     """Writes ``value`` under a temporary name, then renames it: readers never see half a file."""
     staging = path.with_name(path.name + ".partial")
@@ -168,7 +201,13 @@ def train(cfg: RunConfig) -> Path:
     """
     blocks = validate(cfg)
     out = Path(cfg.trainer.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # One run per folder, one writer at a time (lamina.trainer.run_folder): held until the run ends.
+    with claim_run_folder(out, cfg.trainer.resume, cfg.trainer.overwrite):
+        return _train(cfg, blocks, out)
+
+
+def _train(cfg: RunConfig, blocks: list[int], out: Path) -> Path:
+    """``train`` in its claimed output folder."""
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     torch.manual_seed(cfg.trainer.seed)
     learner = build_learner(cfg, blocks)
@@ -181,12 +220,12 @@ def train(cfg: RunConfig) -> Path:
         TrainingProgress(cfg, enabled=cfg.trainer.progress) as progress,
         MetricsLogger(cfg.logging, out, config) as logger,
         GracefulStop() as stop,
-        (out / "metrics.jsonl").open("a" if start else "w") as metrics_file,
+        # Unbuffered: a row is on disk once written, and a failed write leaves nothing to flush later.
+        (out / "metrics.jsonl").open("ab" if start else "wb", buffering=0) as metrics_file,
     ):
 
         def record(row: dict) -> None:
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
+            append_row(metrics_file, row, out)
             logger.log(row, step=row["iteration"])
             progress.report(row)
 
@@ -201,6 +240,7 @@ def train(cfg: RunConfig) -> Path:
             with stop.iteration():
                 row = run_iteration(cfg, iteration, learner, policy, runner, progress)
                 row["lr"] = learner.optimizer.param_groups[0]["lr"]
+                row.update(memory_usage())
                 scheduler.step()
                 record(row)
                 if (

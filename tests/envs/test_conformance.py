@@ -80,6 +80,27 @@ def _qa_kwargs(tmp: Path) -> dict[str, Any]:
     return {"path": str(path)}
 
 
+def _openenv_kwargs() -> dict[str, Any]:
+    """A real OpenEnv server on 127.0.0.1 (``openenv_server.py``), started once, stopping by itself."""
+    from openenv_server import shared_server
+
+    return {
+        "url": shared_server(),
+        "task": "Find the secret number.",
+        "admissible_field": "legal_actions",
+        "won_field": "won",
+        "anchor": "state",
+    }
+
+
+def _scienceworld_kwargs() -> dict[str, Any]:
+    """The task with the shortest gold path (5 steps); skipped without Java (fails under CI=true)."""
+    from scienceworld_check import require_scienceworld
+
+    require_scienceworld()
+    return {"tasks": ["find-non-living-thing"]}
+
+
 def _alfworld_kwargs(tmp: Path) -> dict[str, Any]:
     data = shared_path("alfworld", "json_2.1.1")
     return {"data_path": str(data), "split": "eval_in_distribution", "task_types": ["pick_and_place_simple"]}
@@ -130,6 +151,10 @@ CASES: dict[str, EnvCase] = {
     "lamina/TextWorld-v0": EnvCase(
         kwargs=lambda tmp: {"challenge": "tw-treasure_hunter", "settings": {"level": 1}, "num_games": 2}
     ),
+    "lamina/ReasoningGym-v0": EnvCase(kwargs=lambda tmp: {"task": "basic_arithmetic"}),
+    "lamina/OpenEnv-v0": EnvCase(kwargs=lambda tmp: _openenv_kwargs()),
+    "lamina/ScienceWorld-v0": EnvCase(kwargs=lambda tmp: _scienceworld_kwargs()),
+    "lamina/TextArena-v0": EnvCase(kwargs=lambda tmp: {"game": "TowerOfHanoi-v0"}),
 }
 
 

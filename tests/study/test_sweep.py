@@ -147,6 +147,8 @@ def test_tiny_sweep_end_to_end_resumes_a_half_finished_arm(tmp_path):
     cfg = compose_sweep_config([*common, "study.layers=[0]"])
     half = arm_config(cfg.run_config(), Arm("block", 0, 1), tmp_path.resolve(), 4)
     half.trainer.iterations, half.eval.episodes = 1, 0
+    # A sweep writes sweep.yaml before its first arm (a folder with files but none is refused).
+    (tmp_path / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     train(half)
     run_sweep(cfg)
     for name in ("base-seed0", "full-seed0", "block00-seed0"):

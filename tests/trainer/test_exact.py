@@ -26,7 +26,7 @@ from lamina.trainer.train import train
 from lamina.trainer.update import UpdateConfig, ppo_update
 from lamina.trainer.validation import validate
 
-TIMING_KEYS = {"rollout_s", "update_s"}
+TIMING_KEYS = {"rollout_s", "update_s", "rss_mb", "max_rss_mb"}  # timings and memory vary run to run
 # FrozenLake in choose mode, 2 PPO epochs of shuffled mini-batches and a KL reference: every
 # random generator and every piece of optimizer state a resume must bring back is in play.
 EXACT = [

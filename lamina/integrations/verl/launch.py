@@ -178,17 +178,21 @@ def run(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None) -> Path:
     """
     import ray
 
+    from lamina.trainer.run_folder import claim_run_folder
+
     verl_cfg = verl_cfg or backend_config(cfg)
     config = validate(cfg, verl_cfg)
     out = Path(cfg.trainer.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    (out / "verl_config.yaml").write_text(OmegaConf.to_yaml(config))
-    if not ray.is_initialized():
-        ray.init(address=verl_cfg.ray_address, runtime_env=runtime_env(config))
-    # ray.remote's stubs type a decorated class as the class itself; the actor handle has .remote.
-    runner = cast(Any, ray.remote(num_cpus=1)(LaminaTaskRunner)).remote()
-    ray.get(runner.run.remote(config))
+    # One run per folder and one writer at a time, as for the native trainer: verl's checkpoints
+    # and lamina's metrics.jsonl land in it.
+    with claim_run_folder(out, cfg.trainer.resume, cfg.trainer.overwrite):
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        (out / "verl_config.yaml").write_text(OmegaConf.to_yaml(config))
+        if not ray.is_initialized():
+            ray.init(address=verl_cfg.ray_address, runtime_env=runtime_env(config))
+        # ray.remote's stubs type a decorated class as the class itself; the handle has .remote.
+        runner = cast(Any, ray.remote(num_cpus=1)(LaminaTaskRunner)).remote()
+        ray.get(runner.run.remote(config))
     return out
 
 

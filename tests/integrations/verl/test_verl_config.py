@@ -169,7 +169,7 @@ class _FakeRay:
         return value
 
 
-def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch):
+def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch, capsys):
     import ray
     from transformers import LlamaConfig
 
@@ -183,7 +183,7 @@ def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch)
     LlamaConfig(num_hidden_layers=16, **shape).save_pretrained(model)
     out = tmp_path / "verl-run"
     code = main(
-        [
+        argv := [
             "train",
             "backend=verl",
             "algorithm=gigpo",
@@ -204,6 +204,10 @@ def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch)
     assert config.algorithm.adv_estimator == "gigpo" and config.actor_rollout_ref.model.path == str(model)
     assert (out / "config.yaml").exists()
     assert OmegaConf.load(out / "verl_config.yaml").data.train_batch_size == 16
+    # The folder now holds a run: a second one is refused before Ray is asked for anything.
+    fake.configs.clear()
+    assert main(argv) == 2 and not fake.configs
+    assert "trainer.resume=true" in capsys.readouterr().err
 
 
 def test_lamina_train_backend_verl_refuses_choose_mode_in_one_line(tmp_path, capsys):
