@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from test_exact import EXACT
 
 from lamina.cli import compose_config, main
 from lamina.trainer import checkpoint
@@ -30,17 +31,7 @@ from lamina.trainer.train import train
 # test_exact's settings (the weights really move; every generator is in play), a checkpoint each
 # iteration, nothing else written to the folder.
 RUN = [
-    "model=tiny-random",
-    "env=frozenlake",
-    "env.max_steps=3",
-    "rollout.group_size=3",
-    "rollout.batch_size=1",
-    "trainer.update.ppo_epochs=2",
-    "trainer.update.mini_batch_size=4",
-    "trainer.lr=1e-2",
-    "eval.episodes=0",
-    "trainer.progress=false",
-    "layers=[1,2]",
+    *EXACT,
     "trainer.save_every=1",
     "logging.tensorboard=false",
     "logging.curves=false",
