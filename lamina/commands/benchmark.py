@@ -25,6 +25,7 @@ MODULES = {
     "rollout": "batched rollout vs one call per episode",
     "precision": "bfloat16 vs float32: update time and log-prob error",
     "trl": "GRPO iteration vs TRL's GRPOTrainer",
+    "vllm": "vLLM rollouts vs HF generate; weight sync, one block vs all",
     "envs": "environment steps/s vs the raw engines",
 }
 HEADER = ["what", "baseline", "lamina", "ratio", "target", "met"]

@@ -10,21 +10,33 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lamina.agents.choose import ChoicePolicy
-from lamina.agents.models import load_model, resolve_device
+from lamina.agents.models import (
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    smollm2_checkpoint,
+    tiny_random_model,
+)
 from lamina.agents.policy import HFPolicy
 from lamina.agents.prefix import PrefixStore, prefix_start
+from lamina.agents.vllm_engine import EngineSpec, EngineUnavailable, VLLMPolicy, get_engine, saved_model
 from lamina.envs.runner import EnvGroupRunner
 from lamina.errors import ConfigError
+from lamina.paths import cache_dir
 from lamina.trainer.config import RunConfig
 from lamina.trainer.layers import (
     ReferenceWeights,
     apply_layer_selection,
     param_groups,
+    split_lora,
     trainable_parameter_names,
 )
+from lamina.trainer.lora import LoraSpec, inject_lora
 from lamina.trainer.precision import keep_fp32_master_weights
 from lamina.trainer.restore import load_init_from
 from lamina.trainer.rollout import Policy
+
+ROLLOUT_ENGINES = ("hf", "vllm")  # rollout.engine
 
 
 def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGroupRunner:
@@ -40,7 +52,17 @@ def make_runner(cfg: RunConfig, count: int, evaluation: bool = False) -> EnvGrou
 
 
 def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
-    """The policy of ``agent.mode``: ``generate`` (text in tags) or ``choose`` (likelihood of actions)."""
+    """The policy of ``agent.mode``: ``generate`` (text in tags) or ``choose`` (likelihood of actions);
+    generate mode samples with ``rollout.engine`` (HF generate or vLLM)."""
+    if cfg.rollout.engine not in ROLLOUT_ENGINES:
+        raise ConfigError(f"rollout.engine={cfg.rollout.engine!r}; valid: {', '.join(ROLLOUT_ENGINES)}")
+    if cfg.rollout.engine == "vllm":
+        if cfg.agent.mode == "choose":
+            raise ConfigError(
+                "rollout.engine=vllm samples generate mode only; agent.mode=choose scores candidates in "
+                "torch: use rollout.engine=hf or agent.mode=generate"
+            )
+        return make_vllm_policy(cfg, model, tokenizer)
     if cfg.agent.mode == "choose":
         return ChoicePolicy(
             model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size, score=cfg.agent.choose_score
@@ -51,6 +73,41 @@ def make_policy(cfg: RunConfig, model, tokenizer) -> Policy:
         max_new_tokens=cfg.rollout.max_new_tokens,
         micro_batch_size=cfg.rollout.micro_batch_size,
     )
+
+
+def make_vllm_policy(cfg: RunConfig, model, tokenizer) -> VLLMPolicy:
+    """vLLM's engine started from the checkpoint the trainer loaded (the tiny random model is saved
+    first), then given the trainer's current tensors where they may differ from that checkpoint."""
+    if cfg.model.path:
+        source = cfg.model.path
+    elif cfg.model.name == "tiny-random":  # seeded, so one saved copy per shape serves every run
+        shape = f"tiny-random-{cfg.model.tiny_layers}x{cfg.model.tiny_hidden}"
+        fresh = tiny_random_model(tokenizer, cfg.model)  # not ``model``: it may hold init_from's tensors
+        source = str(saved_model(fresh, tokenizer, cache_dir() / "models" / shape))
+    else:
+        source = str(smollm2_checkpoint())
+    dtype = str(resolve_dtype(cfg.model.dtype, next(model.parameters()).device)).removeprefix("torch.")
+    spec = EngineSpec(
+        source,
+        dtype,
+        cfg.rollout.vllm_memory,
+        cfg.rollout.vllm_max_model_len,
+        cfg.trainer.seed,
+    )
+    try:
+        llm, reused = get_engine(spec)
+    except EngineUnavailable as err:
+        raise ConfigError(str(err)) from None
+    policy = VLLMPolicy(
+        model,
+        tokenizer,
+        llm,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        micro_batch_size=cfg.rollout.micro_batch_size,
+    )
+    if reused or cfg.init_from:  # the engine holds another run's weights, or the checkpoint's only
+        policy.sync_weights()
+    return policy
 
 
 @dataclass
@@ -85,11 +142,12 @@ def select_trainable(
 ) -> tuple[list[str], list[torch.nn.Parameter], torch.optim.Optimizer]:
     """Freezes all but the chosen blocks (and modules, embeddings, LM head), keeps fp32 master weights
     for them when the model computes in a lower precision, and builds AdamW over them with the
-    per-block ``trainer.lr_multipliers``. Returns ``(names, tensors, optimizer)``."""
+    per-block ``trainer.lr_multipliers``. Returns ``(names, tensors, optimizer)``.
+
+    ``layers=lora:R@...`` first adds rank-R adapters to the blocks' linear layers
+    (``lamina.trainer.lora``); then only the adapters (and embeddings/LM head when asked) train."""
     try:
-        names = trainable_parameter_names(
-            model, blocks, cfg.modules, cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
-        )
+        names = selected_names(cfg, model, blocks)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     trainable = apply_layer_selection(model, names)
@@ -97,6 +155,24 @@ def select_trainable(
     # AdamW refuses an empty parameter list; with layers=none it holds one unused placeholder.
     groups = param_groups(model, names, lr, cfg.trainer.lr_multipliers) if names else [torch.zeros(1)]
     return names, trainable, torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def selected_names(cfg: RunConfig, model: PreTrainedModel, blocks: list[int]) -> list[str]:
+    """The trainable parameters' names, in ``model.named_parameters()`` order; for a LoRA spec the
+    adapters are injected into ``model`` here."""
+    rank, _ = split_lora(cfg.layers)
+    emb, head = cfg.trainer.train_embeddings, cfg.trainer.train_lm_head
+    if rank is None:
+        return trainable_parameter_names(model, blocks, cfg.modules, emb, head)
+    if getattr(cfg.rollout, "engine", "hf") != "hf":
+        # The engine receives the trained tensors by name; adapter tensors name no weight of its own.
+        raise ValueError(
+            f"layers={cfg.layers!r} with rollout.engine={cfg.rollout.engine!r}: LoRA adapters are not synced "
+            "into that engine; valid with LoRA: rollout.engine=hf"
+        )
+    adapters = set(inject_lora(model, LoraSpec(rank, blocks), cfg.modules))
+    adapters |= set(trainable_parameter_names(model, [], cfg.modules, emb, head))
+    return [name for name, _ in model.named_parameters() if name in adapters]
 
 
 def build_learner(cfg: RunConfig, blocks: list[int]) -> Learner:
