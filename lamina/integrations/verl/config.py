@@ -208,7 +208,36 @@ def compose_verl_config(
     apply_settings(config, lamina_settings(cfg, verl_cfg, model_path or model_folder(cfg.model)))
     apply_settings(config, {"+lamina": lamina_section(cfg, verl_cfg)})
     apply_overrides(config, list(verl_cfg.overrides))
+    selection = layer_selection(cfg)
+    selection.sync = resolve_weight_sync(verl_cfg.weight_sync, config)
+    apply_settings(config, {"lamina.layers": selection.to_env()})
     return config
+
+
+WEIGHT_SYNCS = ("auto", "trainable", "all")
+
+
+def resolve_weight_sync(choice: str, config: DictConfig) -> str:
+    """``verl.weight_sync`` -> ``trainable`` or ``all`` for this composed config.
+
+    A sync of the trainable tensors alone leaves the other tensors as the servers hold them, so it
+    needs servers that keep their weights between syncs: verl's hybrid vLLM/SGLang servers free
+    them while the actor trains (``free_cache_engine=true``, vLLM sleep level 2) and reload every
+    tensor from the sync.
+
+    Raises:
+        ValueError: an unknown choice, or ``trainable`` with servers that free their weights.
+    """
+    if choice not in WEIGHT_SYNCS:
+        raise ValueError(f"verl.weight_sync={choice!r}; valid: {', '.join(WEIGHT_SYNCS)}")
+    keeps = not bool(config.actor_rollout_ref.rollout.get("free_cache_engine", True))
+    if choice == "trainable" and not keeps:
+        raise ValueError(
+            "verl.weight_sync=trainable: the rollout servers free their weights between syncs "
+            "(actor_rollout_ref.rollout.free_cache_engine=true), so every tensor must be sent; valid: "
+            "weight_sync=all or auto, or verl.overrides=[actor_rollout_ref.rollout.free_cache_engine=false]"
+        )
+    return "trainable" if choice == "trainable" or (choice == "auto" and keeps) else "all"
 
 
 def lamina_section(cfg: RunConfig, verl_cfg: VerlBackendConfig) -> dict[str, Any]:
@@ -233,6 +262,14 @@ def layer_selection(cfg: RunConfig) -> LayerSelection:
     from lamina.integrations.verl.freezing import LayerSelection
 
     layers = cfg.layers
+    if isinstance(layers, str) and layers.strip().startswith("lora:"):
+        # verl's own LoRA (actor_rollout_ref.model.lora_rank) adapts every matching layer of the
+        # whole model and syncs adapters to vLLM its own way; lamina's per-block freezing does not
+        # carry over to it.
+        raise ValueError(
+            f"layers={layers!r}: backend=verl cannot train LoRA adapters with lamina's layer selection; "
+            "valid with backend=verl: a block spec or all (LoRA arms run on backend=native)"
+        )
     if not isinstance(layers, (str, int)):
         layers = list(layers)
     return LayerSelection(

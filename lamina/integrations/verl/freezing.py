@@ -23,6 +23,13 @@ registered in verl's ``EngineRegistry`` under the vendor key ``lamina``, so verl
 ``VERL_ENGINE_VENDOR=lamina`` is set too (also done by the composed config): a verl run of someone
 else on the same machine keeps verl's own engine. The reference model (``forward_only``) is
 never frozen or given an optimizer.
+
+Weight sync (``get_per_tensor_param``, what verl's checkpoint engine sends to the rollout servers):
+the first export of a worker is verl's, every tensor; later ones, when the selection says
+``sync="trainable"``, carry only the trainable tensors, gathered and sent, since nothing else has
+changed on the servers (``config.resolve_weight_sync`` allows it only where the servers keep their
+weights between syncs). A model whose exported names do not cover the trainable ones (a fused MoE
+export) and LoRA/QAT exports fall back to the full export.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class LayerSelection:
         modules: ``all``, ``attn``, ``mlp``, ``norm`` or a regex over names inside a block.
         train_embeddings, train_lm_head: also train these (frozen by default).
         lr_multipliers: block index -> learning-rate multiplier.
+        sync: ``all`` (every weight sync exports every tensor) or ``trainable`` (after a worker's
+            first export, only the trainable tensors).
     """
 
     layers: Any = "all"
@@ -72,6 +81,7 @@ class LayerSelection:
     train_embeddings: bool = False
     train_lm_head: bool = False
     lr_multipliers: dict[int, float] = field(default_factory=dict)
+    sync: str = "all"
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -143,6 +153,27 @@ class LayerSelectingFSDPEngine(FSDPEngineWithLMHead):
                 )
         return module
 
+    def forward_backward_batch(self, data, loss_function, forward_only=False):
+        """verl's, with ``global_batch_size`` (what the ``seq-mean-*`` losses divide by) set to the
+        mini-batch's rows that have a response token over all ranks, as verl's ``batch_num_tokens``
+        counts only response tokens: lamina's filler rows (response mask 0) then change no loss."""
+        if not forward_only and "loss_mask" in data.keys():
+            from verl.utils import tensordict_utils as tu
+
+            tu.assign_non_tensor(data, global_batch_size=self._rows_with_loss(data["loss_mask"]))
+        return super().forward_backward_batch(data, loss_function, forward_only=forward_only)
+
+    def _rows_with_loss(self, mask: torch.Tensor) -> int:
+        """Rows with at least one loss token, summed over the data-parallel ranks."""
+        rows = mask.unbind() if mask.is_nested else mask
+        count = torch.tensor([sum(int(row.sum() > 0) for row in rows)], dtype=torch.int64)
+        if torch.distributed.is_initialized():
+            from verl.utils.device import get_device_id
+
+            count = count.to(get_device_id())
+            torch.distributed.all_reduce(count, group=self.get_data_parallel_group())
+        return int(count.item())
+
     def train_batch(self, data, loss_function):
         outputs = super().train_batch(data, loss_function)
         if self._selection() is not None and self.is_mp_src_rank_with_outputs():
@@ -150,6 +181,55 @@ class LayerSelectingFSDPEngine(FSDPEngineWithLMHead):
                 float(len(self.lamina_trainable))
             ]  # as per-micro-batch lists
         return outputs
+
+    def get_per_tensor_param(self, layered_summon=False, base_sync_done=False, **kwargs):
+        """verl's export of the full weights on the first call; then, with ``sync="trainable"``,
+        only the trainable tensors (each gathered on every rank, as verl's export does)."""
+        selection = self._selection()
+        first = not getattr(self, "lamina_exported", False)
+        self.lamina_exported = True
+        params = (
+            None if first or selection is None or selection.sync != "trainable" else self._trainable_state()
+        )
+        if params is None:
+            return super().get_per_tensor_param(
+                layered_summon=layered_summon, base_sync_done=base_sync_done, **kwargs
+            )
+        from torch.distributed.tensor import DTensor
+        from verl.utils.device import get_device_id
+        from verl.workers.engine.fsdp.utils import unfuse_moe_params
+
+        device = get_device_id()
+
+        def gathered(tensor: Any) -> torch.Tensor:
+            if not isinstance(tensor, DTensor):
+                return tensor
+            moved: Any = tensor.to(device, non_blocking=True)  # still a DTensor
+            return moved.full_tensor()
+
+        weights = ((name, gathered(p)) for name, p in params.items())
+        return unfuse_moe_params(weights, self.model_config.hf_config.model_type), None
+
+    def _trainable_state(self) -> dict[str, Any] | None:
+        """The trainable entries of the state dict, under the names verl exports; None where a
+        partial export cannot be trusted (FSDP1, LoRA, QAT, a name the export does not have)."""
+        from verl.utils.fsdp_utils import fsdp_version
+        from verl.utils.model import convert_weight_keys
+
+        inner = getattr(self.module, "_fsdp_wrapped_module", self.module)
+        if (
+            fsdp_version(self.module) != 2
+            or hasattr(inner, "peft_config")
+            or getattr(self, "_qat_enabled", False)
+        ):
+            return None
+        placeholder = torch.empty(0)  # the conversion renames keys only
+        names = set(convert_weight_keys(dict.fromkeys(self.lamina_trainable, placeholder), inner))
+        state = convert_weight_keys(self.module.state_dict(), inner)
+        if not names <= set(state):
+            log.warning("lamina: the trainable tensors are not all in the export; syncing every tensor")
+            return None
+        return {name: tensor for name, tensor in state.items() if name in names}
 
     def _build_optimizer(self, module):
         selection = self._selection()

@@ -165,8 +165,24 @@ class LaminaTaskRunner:
             resource_pool_manager=roles.init_resource_pool_mgr(config),
             ray_worker_group_cls=worker_group_cls,
         )
-        trainer.init_workers()
-        trainer.fit()
+        try:
+            trainer.init_workers()
+            trainer.fit()
+        finally:
+            release_placement_groups(trainer)
+
+
+def release_placement_groups(trainer: Any) -> None:
+    """Frees the GPUs verl's resource pools reserved. Ray keeps a placement group until the job
+    (the driver process) ends, so without this a second run from the same process (a sweep, a
+    resume in a notebook) would wait for GPUs that nothing uses."""
+    from ray.util import remove_placement_group
+
+    manager = getattr(trainer, "resource_pool_manager", None)
+    for pool in getattr(manager, "resource_pool_dict", {}).values():
+        for group in pool.pgs or []:
+            remove_placement_group(group)
+        pool.pgs = None
 
 
 def run(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None) -> Path:
@@ -188,10 +204,13 @@ def run(cfg: RunConfig, verl_cfg: VerlBackendConfig | None = None) -> Path:
     with claim_run_folder(out, cfg.trainer.resume, cfg.trainer.overwrite):
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         (out / "verl_config.yaml").write_text(OmegaConf.to_yaml(config))
+        env = runtime_env(config)
         if not ray.is_initialized():
-            ray.init(address=verl_cfg.ray_address, runtime_env=runtime_env(config))
-        # ray.remote's stubs type a decorated class as the class itself; the handle has .remote.
-        runner = cast(Any, ray.remote(num_cpus=1)(LaminaTaskRunner)).remote()
+            ray.init(address=verl_cfg.ray_address, runtime_env=env)
+        # The task runner carries lamina's worker variables itself (Ray passes an actor's runtime
+        # environment on to the actors it starts), so they also reach verl's workers when Ray was
+        # started by someone else. ray.remote's stubs type a decorated class as the class itself.
+        runner = cast(Any, ray.remote(num_cpus=1)(LaminaTaskRunner)).options(runtime_env=env).remote()
         ray.get(runner.run.remote(config))
     return out
 

@@ -160,10 +160,11 @@ def pad_rows(batch: DataProto, mini_batches: int, unit: int) -> tuple[DataProto,
 
     A filler copies a real row's tokens (so every sequence has tokens for verl's no-padding
     layout) with ``response_mask``, ``advantages``, ``returns`` and the rewards 0: it adds nothing to
-    a token-mean or token-sum loss (verl's ``seq-mean-*`` modes divide by the mini-batch's row
-    count, fillers included). Its ``uid``, ``traj_uid`` and ``anchor`` are its own, so it joins no
-    GiGPO group, and ``filler`` is True; ``meta_info["real_rows"]`` is N. Advantages are computed
-    before (on the real rows); recomputing them on the padded batch gives the real rows the same.
+    any loss (verl's token modes count response tokens; for the ``seq-mean-*`` modes lamina's
+    engine counts the rows with a response token, ``freezing.LayerSelectingFSDPEngine``). Its
+    ``uid``, ``traj_uid`` and ``anchor`` are its own, so it joins no GiGPO group, and ``filler`` is
+    True; ``meta_info["real_rows"]`` is N. Advantages are computed before (on the real rows);
+    recomputing them on the padded batch gives the real rows the same.
     """
     n = len(batch)
     if n == 0:

@@ -52,3 +52,63 @@ def test_one_textworld_episode_as_one_sequence(tiny_model_and_tokenizer, tmp_pat
     assert out.reward_score <= 10.0 and out.reward_score >= -0.1 * steps - 1e-9
     path = agent_loop_config_file(tmp_path)
     assert "lamina_episode" in _agent_loop_registry and "EpisodeAgentLoop" in open(path).read()
+
+
+@pytest.mark.slow
+def test_episodes_through_verls_agent_loop_worker(tmp_path):
+    """verl's ``AgentLoopWorker.generate_sequences`` (the path verl's own ``fit`` takes) runs
+    ``EpisodeAgentLoop`` from the loop file, with the ``raw_prompt`` column verl's post-processing
+    reads, and returns verl's padded batch with the episode returns as ``rm_scores``."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from verl import DataProto
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+    from verl_cpu import save_tiny_llama
+
+    folder = save_tiny_llama(tmp_path / "tiny", layers=1)
+    cfg = RunConfig()
+    cfg.env.name, cfg.env.max_steps = "frozenlake", 2
+    cfg.agent.mode = "generate"
+    loops = agent_loop_config_file(tmp_path)
+    verl_cfg = VerlBackendConfig(
+        max_prompt_length=512,
+        max_response_length=96,
+        overrides=[
+            "actor_rollout_ref.rollout.agent.default_agent_loop=lamina_episode",
+            f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loops}",
+            "actor_rollout_ref.rollout.calculate_log_probs=true",
+        ],
+    )
+    config = compose_verl_config(cfg, verl_cfg, str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    client = ActionFirstClient(
+        AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), tokenizer, first_admissible
+    )
+    worker = AgentLoopWorker(config, client)
+    seeds = [0, 0, 7]
+    batch = DataProto.from_dict(
+        non_tensors={
+            "raw_prompt": np.array(
+                [[{"role": "user", "content": f"frozenlake {s}"}] for s in seeds], dtype=object
+            ),
+            "extra_info": np.array([{"seed": s} for s in seeds], dtype=object),
+            "index": np.arange(len(seeds)),
+        }
+    )
+    out = asyncio.run(worker.generate_sequences(batch))
+    assert len(out) == 3 and set(out.non_tensor_batch["seed"]) == {0, 7}
+    # verl's post-processing copies raw_prompt (a KeyError without it); the loop itself builds its
+    # prompt from the environment, not from the dataset row
+    assert out.non_tensor_batch["raw_prompt"][2][0]["content"] == "frozenlake 7"
+    data = out.batch
+    assert data["responses"].shape == (3, 96) and data["prompts"].shape == (3, 512)
+    lengths = out.non_tensor_batch["episode_length"]
+    assert all(1 <= k <= 2 for k in lengths)
+    assert len(client.requests) == sum(lengths)  # one server call per step, every episode
+    # the model's turns are in the response mask, the environment's are not
+    assert (data["response_mask"].sum(-1) >= torch.as_tensor(lengths.astype(int))).all()
+    # the episode return sits on the last response token; rows with a 2nd step mask the observation
+    scores = data["rm_scores"].sum(-1)
+    assert torch.all(scores >= -0.1 * 2 - 1e-6) and torch.all(scores <= 1.0)
+    assert "rollout_log_probs" in data.keys()

@@ -153,7 +153,7 @@ class _FakeRay:
     point where verl's trainer would start (it needs GPUs and vLLM); records what it was given."""
 
     def __init__(self):
-        self.init_kwargs, self.configs = None, []
+        self.init_kwargs, self.configs, self.actor_options = None, [], None
 
     def is_initialized(self):
         return False
@@ -163,7 +163,13 @@ class _FakeRay:
 
     def remote(self, **_):
         run = SimpleNamespace(remote=self.configs.append)  # runner.run.remote(config)
-        return lambda cls: SimpleNamespace(remote=lambda: SimpleNamespace(run=run))
+        actor = SimpleNamespace(remote=lambda: SimpleNamespace(run=run))
+
+        def options(**kwargs):
+            self.actor_options = kwargs
+            return actor
+
+        return lambda cls: SimpleNamespace(remote=actor.remote, options=options)
 
     def get(self, value):
         return value
@@ -200,6 +206,8 @@ def test_lamina_train_backend_verl_routes_to_the_launcher(tmp_path, monkeypatch,
     assert code == 0
     assert fake.init_kwargs["address"] == "ray://head:10001"
     assert fake.init_kwargs["runtime_env"]["env_vars"]["VERL_ENGINE_VENDOR"] == "lamina"
+    # the task runner carries the worker variables itself (for a Ray started by someone else)
+    assert fake.actor_options["runtime_env"]["env_vars"]["VERL_ENGINE_VENDOR"] == "lamina"
     (config,) = fake.configs
     assert config.algorithm.adv_estimator == "gigpo" and config.actor_rollout_ref.model.path == str(model)
     assert (out / "config.yaml").exists()
@@ -245,3 +253,35 @@ def test_an_update_on_verls_own_engine_stops_a_layer_selected_run():
     require_layer_selection({"actor/pg_loss": [0.1]}, None)  # no selection asked: verl's engine is fine
     with pytest.raises(RuntimeError, match=r"layers=\[14\]: the actor update ran on verl's own engine"):
         require_layer_selection({"actor/pg_loss": [0.1]}, [14])
+
+
+@pytest.mark.parametrize(
+    ("choice", "free_cache_engine", "sync"),
+    [
+        ("auto", True, "all"),
+        ("auto", False, "trainable"),
+        ("all", False, "all"),
+        ("trainable", False, "trainable"),
+    ],
+)
+def test_weight_sync_sends_trainable_tensors_only_to_servers_that_keep_weights(
+    choice, free_cache_engine, sync
+):
+    overrides = [f"actor_rollout_ref.rollout.free_cache_engine={str(free_cache_engine).lower()}"]
+    verl_cfg = VerlBackendConfig(n_gpus_per_node=2, weight_sync=choice, overrides=overrides)
+    config = validate(gigpo_config(), verl_cfg, model_path=MODEL)
+    selection = LayerSelection.from_env(worker_env(config))
+    assert selection is not None and selection.sync == sync and selection.layers == [14]
+
+
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        ("trainable", "verl.weight_sync=trainable: the rollout servers free their weights"),
+        ("some", "verl.weight_sync='some'; valid: auto, trainable, all"),
+    ],
+)
+def test_weight_sync_refusals_are_one_line(choice, message):
+    with pytest.raises(ConfigError) as err:
+        validate(gigpo_config(), VerlBackendConfig(n_gpus_per_node=2, weight_sync=choice), model_path=MODEL)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
