@@ -1,8 +1,23 @@
-"""A sweep's arms: base (no training), full (all blocks) and each chosen block alone, per seed.
+"""A sweep's arms: base (no training), full (all blocks), each chosen block alone, and the extra
+arms of ``study.arms``, per seed.
 
 Each arm is an ordinary run folder inside the sweep folder, named ``base-seed0``, ``full-seed0``,
 ``block07-seed0``; it is finished when its ``eval.json`` exists. The sweep folder's ``sweep.yaml``
 records the settings the arms share, so a resumed or extended sweep cannot mix settings.
+
+An extra arm is any layer spec ``lamina train`` accepts (``lamina.trainer.layers``), trained with
+the same base, seeds and held-out episodes as the others: ``lora:1@all`` (rank-1 LoRA on every
+block), ``lora:8@15``, ``middle:3``, ``top:2@runs/study/demo`` (the two best blocks of an earlier
+sweep), ``10-14``, ``[7, 22]``. Its folder and table label are the spec made file-safe:
+``lora1@all-seed0``, ``middle3-seed0``, ``top2@demo-seed0``, ``blocks10-14-seed0``, ``blocks7+22-seed0``.
+
+Learning rates: every arm trains at ``trainer.lr`` unless ``study.lr_per_arm`` names it (``full``,
+``block`` for every single-block arm, ``block 15`` or ``15`` for one, an extra arm as written in
+``study.arms`` or by its label). A LoRA arm without an entry trains at ``trainer.lr`` x
+``study.lora_lr_scale`` (default 10): "LoRA Without Regret" (J. Schulman and Thinking Machines Lab,
+2025, https://thinkingmachines.ai/blog/lora/) found LoRA's best learning rate about 10x full
+fine-tuning's, for supervised and RL training alike, with alpha = 32 and the 1/R scaling making it
+nearly independent of the rank.
 """
 
 from __future__ import annotations
@@ -11,7 +26,7 @@ import copy
 import re
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +35,22 @@ from omegaconf import OmegaConf
 from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import checkpoint_folders
 from lamina.trainer.config import RunConfig
+from lamina.trainer.layers import parse_layers, split_lora
 
 ARM_PATTERN = re.compile(r"^(base|full|block(\d+))-seed(\d+)$")
 KINDS = ("base", "full", "block")
+# An extra arm's folder: its label (lamina.study.arms.arm_label) and the seed.
+EXTRA_PATTERN = re.compile(r"^((?:lora|middle|top|blocks)[A-Za-z0-9@+._-]*?)-seed(\d+)$")
+EXTRA_FOLDERS = ("lora*-seed*", "middle*-seed*", "top*-seed*", "blocks*-seed*")  # for study.overwrite
+EXTRA_FORMS = (
+    "a layer spec lamina train accepts, e.g. 'lora:1@all', 'lora:8@15', 'middle:3', "
+    "'top:2@<sweep dir>', '10-14', '[7, 22]' (not 'all' or 'none': the full and base arms always run)"
+)
 # Keys an arm may change without changing what is measured: where it runs, how it batches, and
 # the keys the sweep sets per arm.
 PER_ARM_KEYS = (
     "layers",
+    "trainer.lr",
     "trainer.output_dir",
     "trainer.seed",
     "trainer.resume",
@@ -40,11 +64,18 @@ PER_ARM_KEYS = (
 
 @dataclass(frozen=True)
 class Arm:
-    """One run of the sweep: ``kind`` base, full or block (then ``block`` is its index), and a seed."""
+    """One run of the sweep: ``kind`` base, full or block (then ``block`` is its index), or an extra
+    arm's label (``lora1@all``, then ``spec`` is its layer spec), and a seed.
+
+    ``spec`` and ``lr`` (None: ``trainer.lr``) are set by ``plan_arms``; an arm read back from a
+    folder name has neither, and arms compare by kind, seed and block only.
+    """
 
     kind: str
     seed: int
     block: int | None = None
+    spec: Any = field(default=None, compare=False)
+    lr: float | None = field(default=None, compare=False)
 
     def name(self, num_blocks: int) -> str:
         """The run folder's name; block indices are zero-padded to the model's depth."""
@@ -57,38 +88,178 @@ class Arm:
     def label(self) -> str:
         return f"block {self.block}" if self.kind == "block" else self.kind
 
+    @property
+    def layers(self) -> Any:
+        """The arm's ``layers`` value."""
+        if self.kind in ("base", "full"):
+            return {"base": "none", "full": "all"}[self.kind]
+        return [self.block] if self.kind == "block" else self.spec
+
 
 def parse_arm_name(name: str) -> Arm | None:
     """The arm of a run folder's name, or None for other folders."""
     m = ARM_PATTERN.match(name)
     if m is None:
-        return None
+        extra = EXTRA_PATTERN.match(name)
+        return Arm(extra.group(1), int(extra.group(2))) if extra else None
     if m.group(2) is not None:
         return Arm("block", int(m.group(3)), int(m.group(2)))
     return Arm(m.group(1), int(m.group(3)))
 
 
-def plan_arms(blocks: Iterable[int], seeds: Iterable[int]) -> list[Arm]:
+def _block_label(blocks: list[int]) -> str:
+    if len(blocks) > 1 and blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"{blocks[0]}-{blocks[-1]}"
+    return "+".join(str(b) for b in blocks)
+
+
+def arm_label(spec: Any, num_blocks: int) -> str:
+    """The file-safe label (folder stem, table row) of an extra arm's layer spec.
+
+    Raises:
+        ConfigError: the spec is not one ``lamina train`` accepts, or it is the base or full arm.
+    """
+    try:
+        blocks = parse_layers(spec, num_blocks)
+    except ValueError as err:
+        raise ConfigError(f"study.arms: {err}".replace("layers=", "", 1)) from None
+    rank, inner = split_lora(spec)
+    text = str(inner).strip() if isinstance(inner, str) else None
+    if rank is None and (text in ("all", "none") or not blocks):
+        raise ConfigError(
+            f"study.arms entry {spec!r} is the {'full' if blocks else 'base'} arm; valid: {EXTRA_FORMS}"
+        )
+    if text is not None and (m := re.fullmatch(r"middle:(\d+)", text)):
+        body = f"middle{m.group(1)}"
+    elif text is not None and (m := re.fullmatch(r"top:(\d+)@(.+)", text)):
+        source = re.sub(r"[^A-Za-z0-9._-]", "_", Path(m.group(2).rstrip("/")).name) or "sweep"
+        body = f"top{m.group(1)}@{source}"
+    elif text == "all":
+        body = "all"
+    else:
+        body = f"blocks{_block_label(blocks)}"
+    if rank is None:
+        return body
+    return f"lora{rank}@{body.removeprefix('blocks')}"
+
+
+def extra_arms(study: Any, num_blocks: int, lr: float) -> list[tuple[str, Any, float]]:
+    """``(label, layer spec, learning rate)`` of each ``study.arms`` entry, in order.
+
+    Raises:
+        ConfigError: a bad spec, two entries with one label, or a ``study.lr_per_arm`` key that
+            names no arm; one line naming the value and what is valid.
+    """
+    arms: list[tuple[str, Any, float]] = []
+    labels: dict[str, Any] = {}
+    for spec in list(study.arms or []):
+        spec = spec if isinstance(spec, (str, int)) else list(spec)
+        label = arm_label(spec, num_blocks)
+        if label in labels:
+            raise ConfigError(
+                f"study.arms lists {labels[label]!r} and {spec!r}: both are arm {label!r}; keep one"
+            )
+        labels[label] = spec
+        arms.append((label, spec, arm_lr(study, label, spec, lr)))
+    valid_keys = {"full", "block", *labels, *(str(s) for s in labels.values())}
+    for key in dict(study.lr_per_arm or {}):
+        if str(key) not in valid_keys and not re.fullmatch(r"(block )?\d+", str(key)):
+            raise ConfigError(
+                f"study.lr_per_arm has key {str(key)!r}, which names no arm; valid: full, block (every "
+                f"single-block arm), 'block N' or N, or a study.arms entry ({', '.join(labels) or 'none'})"
+            )
+        if not float(study.lr_per_arm[key]) > 0:
+            raise ConfigError(f"study.lr_per_arm[{str(key)!r}]={study.lr_per_arm[key]} must be > 0")
+    return arms
+
+
+def arm_lr(study: Any, label: str, spec: Any, lr: float) -> float:
+    """An arm's learning rate: its ``study.lr_per_arm`` entry, else ``lr`` (x ``study.lora_lr_scale``
+    for a LoRA arm; see the module docstring)."""
+    table = {str(k): float(v) for k, v in dict(study.lr_per_arm or {}).items()}
+    if label.startswith("block "):
+        keys = [label, label.removeprefix("block "), "block"]
+    else:
+        keys = [str(spec), label]
+    for key in keys:
+        if key in table:
+            return table[key]
+    return lr * study.lora_lr_scale if split_lora(spec)[0] is not None else lr
+
+
+def plan_arms(
+    blocks: Iterable[int],
+    seeds: Iterable[int],
+    extra: Iterable[tuple[str, Any, float]] = (),
+    lrs: dict[str, float] | None = None,
+) -> list[Arm]:
     """All arms in the order they run: base and full first (C needs both), then every block of
-    the first seed before the next seed, so a partial sweep already shows a whole depth profile."""
-    seeds = list(seeds)
-    arms = [Arm("base", s) for s in seeds] + [Arm("full", s) for s in seeds]
-    return arms + [Arm("block", s, b) for s in seeds for b in sorted(blocks)]
+    the first seed before the next seed, so a partial sweep already shows a whole depth profile,
+    then the extra arms (``extra_arms``) seed by seed.
+
+    Args:
+        lrs: learning rates of full and single-block arms by label (``full``, ``block 15``); absent
+            ones train at ``trainer.lr``.
+    """
+    seeds, extra, lrs = list(seeds), list(extra), lrs or {}
+    arms = [Arm("base", s) for s in seeds] + [Arm("full", s, lr=lrs.get("full")) for s in seeds]
+    arms += [Arm("block", s, b, lr=lrs.get(f"block {b}")) for s in seeds for b in sorted(blocks)]
+    return arms + [Arm(label, s, spec=spec, lr=lr) for s in seeds for label, spec, lr in extra]
+
+
+def study_arms(study: Any, blocks: Iterable[int], num_blocks: int, lr: float) -> list[Arm]:
+    """``plan_arms`` of a study config: its blocks, seeds, extra arms and per-arm learning rates."""
+    extra = extra_arms(study, num_blocks, lr)
+    labels = ["full", *(f"block {b}" for b in blocks)]
+    lrs = {label: arm_lr(study, label, label, lr) for label in labels}
+    return plan_arms(blocks, study.seeds, extra, lrs)
 
 
 def arm_config(shared: RunConfig, arm: Arm, sweep_dir: Path, num_blocks: int) -> RunConfig:
-    """The arm's run config: the shared settings with its layers, seed, folder, and resume on.
+    """The arm's run config: the shared settings with its layers, learning rate, seed, folder, and
+    resume on.
 
     The base arm trains nothing (``trainer.iterations=0``) and is only evaluated.
     """
     cfg = copy.deepcopy(shared)
-    cfg.layers = {"base": "none", "full": "all"}.get(arm.kind, [arm.block])
+    cfg.layers = arm.layers
+    if arm.lr is not None:
+        cfg.trainer.lr = arm.lr
     cfg.trainer.seed = arm.seed
     cfg.trainer.output_dir = str(Path(sweep_dir) / arm.name(num_blocks))
     cfg.trainer.resume = True  # a half-finished arm continues from its newest checkpoint
     if arm.kind == "base":
         cfg.trainer.iterations = 0
     return cfg
+
+
+def write_arm_plan(sweep_dir: Path, shared: RunConfig, arms: list[Arm], num_blocks: int) -> list[dict]:
+    """``arms.json``: every planned arm's folder, label, layers, learning rate and trainable-parameter
+    count (counted on a weightless copy of the model, ``lamina.trainer.sizes``); returns its rows."""
+    import json
+
+    from lamina.trainer.sizes import model_skeleton, trainable_parameter_count
+
+    skeleton = model_skeleton(shared.model)
+    counts: dict[str, int] = {}
+    rows = []
+    for arm in arms:
+        cfg = arm_config(shared, arm, sweep_dir, num_blocks)
+        key = str(arm.layers)
+        if key not in counts:
+            counts[key] = trainable_parameter_count(cfg, skeleton)
+        rows.append(
+            {
+                "arm": arm.name(num_blocks),
+                "label": arm.label,
+                "seed": arm.seed,
+                "layers": arm.layers,
+                "lr": cfg.trainer.lr,
+                "trainable_parameters": counts[key],
+            }
+        )
+    (Path(sweep_dir) / "arms.json").write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def is_finished(run_dir: Path) -> bool:

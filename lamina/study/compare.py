@@ -233,3 +233,70 @@ def compare_markdown(result: dict, a: Sweep, b: Sweep) -> str:
         for p in result["pairs"]
     ]
     return "\n".join(lines) + "\n"
+
+
+def seed_rank_stability(path: Path, out: Path | None = None) -> dict:
+    """Rank stability of one sweep: Spearman's rho between the block rankings of every two seeds.
+
+    Each seed's ranking is of S_k (its held-out score, averaged over the shared episodes) over the
+    blocks both seeds finished; C(k) would rank the same way within a seed. Writes
+    ``rank_stability.json`` and ``.md`` to ``out`` (default ``runs/compare/<sweep>-seeds``).
+
+    Returns:
+        the ``rank_stability.json`` content: ``pairs`` (seed_a, seed_b, blocks, rho, p_value), and
+        ``mean_rho`` / ``min_rho`` over the pairs where rho is defined (None where none is).
+    Raises:
+        ValueError: not a sweep folder, fewer than two seeds, or no two seeds sharing 3 blocks.
+    """
+    path = Path(path)
+    settings_path = path / "sweep.yaml"
+    if not settings_path.exists():
+        raise ValueError(f"{path} is not a sweep folder (no sweep.yaml); run `lamina sweep` first")
+    settings = cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.load(settings_path), resolve=True))
+    scores = load_scores(path, settings.get("study", {}).get("metric", "success"))
+    blocks = sorted(k for k in scores.arms if isinstance(k, int))
+    seeds = sorted({s for k in blocks for s in scores.arms[k]})
+    if len(seeds) < 2:
+        raise ValueError(f"{path}: rank stability needs blocks finished with 2 or more seeds; found {seeds}")
+    pairs: list[dict[str, Any]] = []
+    for i, s in enumerate(seeds):
+        for t in seeds[i + 1 :]:
+            shared = [k for k in blocks if s in scores.arms[k] and t in scores.arms[k]]
+            if len(shared) < 3:
+                continue
+            x = [float(scores.arms[k][s].mean()) for k in shared]
+            y = [float(scores.arms[k][t].mean()) for k in shared]
+            rho, p_value = spearmanr(x, y)
+            pairs.append(
+                {"seed_a": s, "seed_b": t, "blocks": shared, "rho": _num(rho), "p_value": _num(p_value)}
+            )
+    if not pairs:
+        raise ValueError(f"{path}: no two seeds share 3 or more finished blocks; a rank correlation needs 3")
+    defined = [p["rho"] for p in pairs if p["rho"] is not None]
+    result: dict[str, Any] = {
+        "sweep": str(path),
+        "quantity": "S(k) per seed",
+        "pairs": pairs,
+        "mean_rho": float(np.mean(defined)) if defined else None,
+        "min_rho": float(np.min(defined)) if defined else None,
+    }
+    out = Path(out) if out is not None else Path("runs/compare") / f"{path.name}-seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rank_stability.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"# Rank stability of {path.name} across seeds",
+        "",
+        "Spearman's rho between two seeds' rankings of the blocks by held-out S(k) "
+        f"(mean {_show(result['mean_rho'])}, lowest {_show(result['min_rho'])}; n/a: one seed scored "
+        "every shared block the same).",
+        "",
+        "| seed A | seed B | blocks | Spearman rho | p-value |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['seed_a']} | {p['seed_b']} | {len(p['blocks'])} | {_show(p['rho'])} | {_show(p['p_value'])} |"
+        for p in pairs
+    ]
+    (out / "rank_stability.md").write_text("\n".join(lines) + "\n")
+    result["out"] = str(out)
+    return result

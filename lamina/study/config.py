@@ -41,6 +41,23 @@ class StudyConfig:
         confidence: level of the bootstrap intervals (0.95: the 2.5% and 97.5% percentiles).
         bootstrap_seed: seeds the bootstrap's generator (the same tables every time).
         keep_checkpoints: ``last`` removes a finished arm's older checkpoints; ``all`` keeps them.
+        arms: extra arms beyond base, full and single blocks, each any layer spec ``lamina train``
+            accepts: ``lora:1@all``, ``lora:8@15``, ``middle:3``, ``top:2@<sweep dir>``, ``10-14``,
+            ``[7, 22]`` (``lamina.study.arms``); same base, seeds and held-out episodes.
+        lr_per_arm: learning rates by arm: ``full``, ``block`` (every single-block arm), ``block 15``
+            or ``15``, a ``study.arms`` entry as written or by its label; other arms: ``trainer.lr``.
+        lora_lr_scale: a LoRA arm without a ``lr_per_arm`` entry trains at ``trainer.lr`` x this
+            (10: "LoRA Without Regret", Schulman et al. 2025: LoRA's best lr is about 10x full
+            fine-tuning's).
+        forgetting_episodes: held-out episodes per finished arm for its KL to the base model on the
+            trained task and its success on ``forgetting_env`` (``lamina.study.forgetting``); 0: off.
+        forgetting_env: an ``env`` option no arm trains on (``frozenlake``), evaluated on every arm
+            as a measure of forgetting; None: the KL only.
+        forgetting_env_overrides: overrides for that environment, e.g. ``["env.max_steps=10"]``.
+        power: 1 - beta of the sweep's planning numbers: how many seeds or episodes would resolve
+            a difference between two arms (``lamina.study.power``, ``differences.csv``).
+        power_pair: the two arms whose difference ``contribution.md`` plans for, e.g. ``[15, full]``
+            or ``["block 15", "block 7"]``; None: the best block against full.
     """
 
     layers: Any = "all"
@@ -56,6 +73,14 @@ class StudyConfig:
     confidence: float = 0.95
     bootstrap_seed: int = 0
     keep_checkpoints: str = "last"
+    arms: list[Any] = field(default_factory=list)
+    lr_per_arm: dict[Any, float] = field(default_factory=dict)
+    lora_lr_scale: float = 10.0
+    forgetting_episodes: int = 0
+    forgetting_env: str | None = None
+    forgetting_env_overrides: list[str] = field(default_factory=list)
+    power: float = 0.8
+    power_pair: list[Any] | None = None
 
 
 @dataclass
@@ -92,6 +117,19 @@ def validate_study(study: StudyConfig) -> None:
         raise ConfigError(f"study.gpus_per_arm={study.gpus_per_arm} must be >= 0 (or null: automatic)")
     if study.cpus_per_arm <= 0:
         raise ConfigError(f"study.cpus_per_arm={study.cpus_per_arm} must be > 0")
+    if not study.lora_lr_scale > 0:
+        raise ConfigError(f"study.lora_lr_scale={study.lora_lr_scale} must be > 0 (10: 10x trainer.lr)")
+    if study.forgetting_episodes < 0:
+        raise ConfigError(f"study.forgetting_episodes={study.forgetting_episodes} must be >= 0 (0: off)")
+    if study.forgetting_env and study.forgetting_episodes < 1:
+        raise ConfigError(
+            f"study.forgetting_env={study.forgetting_env!r} needs study.forgetting_episodes >= 1 "
+            f"(got {study.forgetting_episodes})"
+        )
+    if not 0 < study.power < 1:
+        raise ConfigError(f"study.power={study.power} must be in (0, 1), e.g. 0.8")
+    if study.power_pair is not None and len(study.power_pair) != 2:
+        raise ConfigError(f"study.power_pair={list(study.power_pair)}: give two arms, e.g. [15, full]")
 
 
 def compose_sweep_config(overrides: Sequence[str]) -> SweepConfig:

@@ -23,7 +23,7 @@ import numpy as np
 from lamina.study.arms import is_finished, parse_arm_name
 from lamina.study.stats import bootstrap_counts, percentile_interval, resampled_means
 
-CSV_COLUMNS = (
+CSV_COLUMNS: tuple[str, ...] = (
     "block",
     "depth",
     "score",
@@ -35,6 +35,21 @@ CSV_COLUMNS = (
     "seeds",
     "episodes",
 )
+# Forgetting (lamina.study.forgetting) and cost per arm, means over the arm's finished seeds;
+# empty where not measured. other_success_lo/hi: the bootstrap interval over seeds and episodes.
+EXTRA_COLUMNS = (
+    "kl_to_base",
+    "kl_base_to_trained",
+    "other_success",
+    "other_success_lo",
+    "other_success_hi",
+    "wall_s",
+    "update_s",
+    "trainable_parameters",
+    "update_flops_per_token",
+    "peak_memory_mb",
+)
+CSV_COLUMNS = CSV_COLUMNS + EXTRA_COLUMNS
 
 
 @dataclass
@@ -49,6 +64,11 @@ class Scores:
     arms: dict[str | int, dict[int, np.ndarray]]
     episode_seeds: list[int]
     dropped_episodes: int = 0  # episodes some arm lacks, left out of every arm
+
+
+def arm_key(arm) -> str | int:
+    """The table key of a ``lamina.study.arms.Arm``: its block index, else its kind."""
+    return cast(int, arm.block) if arm.kind == "block" else arm.kind  # a block arm has one
 
 
 def episode_values(result: dict, metric: str) -> dict[int, float]:
@@ -72,7 +92,7 @@ def load_scores(sweep_dir: Path, metric: str) -> Scores:
         result = json.loads((run_dir / "eval.json").read_text())
         if not {"seeds", "won", "returns"} <= set(result):
             raise ValueError(f"{run_dir / 'eval.json'} has no per-episode results (seeds, won, returns)")
-        key: str | int = cast(int, arm.block) if arm.kind == "block" else arm.kind  # a block arm has one
+        key = arm_key(arm)
         per_arm.setdefault(key, {})[arm.seed] = episode_values(result, metric)
     if not per_arm:
         raise ValueError(
@@ -106,9 +126,19 @@ class Row:
     contribution_hi: float
     seeds: int
     episodes: int
+    kl_to_base: float = float("nan")
+    kl_base_to_trained: float = float("nan")
+    other_success: float = float("nan")
+    other_success_lo: float = float("nan")
+    other_success_hi: float = float("nan")
+    wall_s: float = float("nan")
+    update_s: float = float("nan")
+    trainable_parameters: float = float("nan")
+    update_flops_per_token: float = float("nan")
+    peak_memory_mb: float = float("nan")
 
     def csv_values(self) -> list[str]:
-        return [_fmt(getattr(self, c)) for c in CSV_COLUMNS]
+        return [(_fmt_g if c in EXTRA_COLUMNS else _fmt)(getattr(self, c)) for c in CSV_COLUMNS]
 
 
 @dataclass
@@ -158,6 +188,12 @@ class ContributionTable:
 def _fmt(value) -> str:
     if isinstance(value, float):
         return "" if not math.isfinite(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _fmt_g(value) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
     return str(value)
 
 
@@ -244,15 +280,19 @@ def contribution_table(
     notes = []
     if scores.dropped_episodes:
         notes.append(f"{scores.dropped_episodes} held-out episodes not played by every arm were left out")
-    for block in sorted(k for k in arms if isinstance(k, int)):
+    # Single blocks by index, then the extra arms of study.arms (lamina.study.arms) by label.
+    extra = sorted(k for k in arms if isinstance(k, str) and k not in ("base", "full"))
+    order: list[str | int] = [*sorted(k for k in arms if isinstance(k, int)), *extra]
+    for block in order:
+        name = f"block {block}" if isinstance(block, int) else block
         seeds = sorted(set(arms[block]) & set(ref_seeds))
         if not seeds:
-            notes.append(f"block {block}: no finished seed shared with base and full; left out")
+            notes.append(f"{name}: no finished seed shared with base and full; left out")
             continue
         s_k, s_k_b = arm_replicates(arms[block], seeds, replicates, bootstrap_seed)
         row = Row(
             block,
-            depth_fraction(block, num_blocks),
+            depth_fraction(block, num_blocks) if isinstance(block, int) else nan,
             s_k,
             *percentile_interval(s_k_b, confidence),
             nan,
@@ -267,7 +307,7 @@ def contribution_table(
             )
             if dropped:
                 notes.append(
-                    f"block {block}: {dropped} of {replicates} replicates had S_full <= S_base "
+                    f"{name}: {dropped} of {replicates} replicates had S_full <= S_base "
                     "and were left out of its C interval"
                 )
         rows.append(row)
@@ -376,3 +416,121 @@ def summary(table: ContributionTable) -> dict:
         "best": row_dict(best),
         "notes": table.notes,
     }
+
+
+def arm_cost(run_dir: Path) -> dict[str, float]:
+    """What an arm's training cost, from its ``metrics.jsonl``: ``wall_s`` (rollouts + updates,
+    summed over iterations), ``update_s``, ``peak_memory_mb`` (the largest of the iterations), and
+    ``trainable_parameters`` / ``update_flops_per_token`` (``lamina.trainer.telemetry``). An arm
+    that trained nothing costs 0 (its peak memory is not measured)."""
+    rows = []
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.exists():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("kind", "train") == "train"]
+    nan = float("nan")
+    if not rows:
+        return {"wall_s": 0.0, "update_s": 0.0, "trainable_parameters": 0.0, "update_flops_per_token": 0.0}
+    peaks = [float(r["peak_memory_mb"]) for r in rows if "peak_memory_mb" in r]
+    return {
+        "wall_s": float(sum(r.get("rollout_s", 0.0) + r.get("update_s", 0.0) for r in rows)),
+        "update_s": float(sum(r.get("update_s", 0.0) for r in rows)),
+        "trainable_parameters": float(rows[-1].get("trainable_parameters", nan)),
+        "update_flops_per_token": float(rows[-1].get("update_flops_per_token", nan)),
+        "peak_memory_mb": max(peaks) if peaks else nan,
+    }
+
+
+def add_arm_details(
+    table: ContributionTable,
+    sweep_dir: Path,
+    replicates: int = 2000,
+    confidence: float = 0.95,
+    bootstrap_seed: int = 0,
+) -> ContributionTable:
+    """Fills the ``EXTRA_COLUMNS`` of the table's rows from the finished arm folders: cost from
+    ``metrics.jsonl``, forgetting from ``forgetting.json`` (``lamina.study.forgetting``). Values
+    are means over the arm's finished seeds; ``other_success`` has a bootstrap interval over seeds
+    and the other environment's episodes (the same episodes for every arm)."""
+    costs: dict[str | int, list[dict[str, float]]] = {}
+    forgetting: dict[str | int, dict[int, dict]] = {}
+    for run_dir in sorted(Path(sweep_dir).iterdir()) if Path(sweep_dir).is_dir() else []:
+        arm = parse_arm_name(run_dir.name)
+        if arm is None or not is_finished(run_dir):
+            continue
+        key = arm_key(arm)
+        costs.setdefault(key, []).append(arm_cost(run_dir))
+        if (run_dir / "forgetting.json").exists():
+            forgetting.setdefault(key, {})[arm.seed] = json.loads((run_dir / "forgetting.json").read_text())
+    shared_other: set[int] | None = None
+    for per_seed in forgetting.values():
+        for result in per_seed.values():
+            if "other_seeds" in result:
+                seeds = set(result["other_seeds"])
+                shared_other = seeds if shared_other is None else shared_other & seeds
+    for row in table.rows:
+        for column in (
+            "wall_s",
+            "update_s",
+            "trainable_parameters",
+            "update_flops_per_token",
+            "peak_memory_mb",
+        ):
+            values = [c[column] for c in costs.get(row.block, []) if column in c and math.isfinite(c[column])]
+            if values:
+                setattr(row, column, float(np.mean(values)))
+        per_seed = forgetting.get(row.block, {})
+        for column in ("kl_to_base", "kl_base_to_trained"):
+            values = [r[column] for r in per_seed.values() if r.get(column) is not None]
+            if values:
+                setattr(row, column, float(np.mean(values)))
+        runs = {
+            seed: np.array(
+                [float(w) for e, w in zip(r["other_seeds"], r["other_won"], strict=True) if e in shared_other]
+            )
+            for seed, r in per_seed.items()
+            if "other_seeds" in r and shared_other
+        }
+        if runs:
+            score, score_b = arm_replicates(runs, sorted(runs), replicates, bootstrap_seed)
+            row.other_success = score
+            row.other_success_lo, row.other_success_hi = percentile_interval(score_b, confidence)
+    return table
+
+
+def details_markdown(table: ContributionTable) -> list[str]:
+    """The forgetting and cost table of ``contribution.md`` (its columns with a value only)."""
+    columns = [
+        ("kl_to_base", "KL(trained ‖ base)", "{:.4f}"),
+        ("kl_base_to_trained", "KL(base ‖ trained)", "{:.4f}"),
+        ("other_success", "success on other env", None),
+        ("wall_s", "train wall s", "{:.1f}"),
+        ("update_s", "update s", "{:.1f}"),
+        ("trainable_parameters", "trainable params", "{:,.0f}"),
+        ("update_flops_per_token", "update FLOPs/token", "{:.3g}"),
+        ("peak_memory_mb", "peak memory MiB", "{:.0f}"),
+    ]
+    shown = [c for c in columns if any(math.isfinite(getattr(r, c[0])) for r in table.rows)]
+    if not shown:
+        return []
+    lines = [
+        "## Forgetting and cost per arm",
+        "",
+        "Means over each arm's seeds. KL: mean per decision on held-out tasks of the trained environment, "
+        "in the states the trained policy visits (`lamina.study.forgetting`); update FLOPs per token "
+        "= 4 P_traversed + 2 P_trainable (`lamina.trainer.telemetry`).",
+        "",
+        "| arm | " + " | ".join(title for _, title, _ in shown) + " |",
+        "|---|" + "---|" * len(shown),
+    ]
+    for r in table.rows:
+        name = f"block {r.block}" if isinstance(r.block, int) else r.block
+        cells = []
+        for column, _, fmt in shown:
+            value = getattr(r, column)
+            if column == "other_success":
+                cells.append(_interval(value, r.other_success_lo, r.other_success_hi))
+            else:
+                cells.append((fmt or "{}").format(value) if math.isfinite(value) else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]

@@ -2,11 +2,14 @@
 
 Both executors take the arms' run configs and report every change of an arm's state to a
 ``SweepStatus``, which prints the table of arms. An arm that fails is recorded (its traceback in
-``<arm>/error.txt``) and the others go on; rerunning the sweep retries it.
+``<arm>/error.txt``) and the others go on; rerunning the sweep retries it. A full disk is not one
+arm's failure: it stops the whole sweep at once (``DiskFull``, one line), since every later arm
+would meet it too; the finished arms stay, and rerunning once space is free resumes the arm.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -17,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lamina.errors import ConfigError, StoppedBySignal
+from lamina.errors import ConfigError, DiskFull, StoppedBySignal
 from lamina.study.arms import Arm
 from lamina.trainer.config import RunConfig
 
@@ -103,6 +106,23 @@ def _record_failure(run_dir: Path, err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
 
 
+def _disk_full_stop(name: str, run_dir: Path, err: BaseException) -> DiskFull | None:
+    """The sweep's one-line stop when ``err`` is a full disk (the arm's own ``DiskFull`` or a raw
+    ENOSPC/quota error), naming the arm's folder and the space a checkpoint takes; else None."""
+    from lamina.trainer.checkpoint import disk_full, is_disk_full  # torch: only once an arm failed
+
+    if not isinstance(err, DiskFull) and not is_disk_full(err):
+        return None
+    if not isinstance(err, DiskFull):
+        filename = getattr(err, "filename", None)
+        err = disk_full(f"writing {filename}" if filename else "writing the arm's files", run_dir)
+    text = str(err).removesuffix("; free space there, then continue with trainer.resume=true")
+    return DiskFull(
+        f"sweep arm {name}: {text}; free space there, then run the same lamina sweep again "
+        "(the finished arms are kept; this one resumes from its last good checkpoint)"
+    )
+
+
 def run_serial(
     jobs: list[tuple[str, RunConfig]], status: SweepStatus, train_fn: Callable[[RunConfig], Path]
 ) -> None:
@@ -115,6 +135,9 @@ def run_serial(
         except StoppedBySignal:
             raise  # the user stopped the sweep; this arm resumes from its checkpoint next time
         except Exception as err:  # one failed arm must not stop the others; the table names it
+            full = _disk_full_stop(name, run_dir, err)
+            if full is not None:
+                raise full from None  # nothing more is written: no error.txt, no next arm
             status.finish(name, run_dir, _record_failure(run_dir, err))
         else:
             status.finish(name, run_dir)
@@ -185,6 +208,12 @@ def _submit_and_wait(
             seconds = ray.get(ready[0])
         except Exception as err:  # a RayTaskError wraps the arm's own exception
             cause = getattr(err, "cause", None) or err
+            full = _disk_full_stop(name, run_dir, cause)
+            if full is not None:
+                for other in pending:  # started arms stop like killed runs: they resume next time
+                    with contextlib.suppress(Exception):
+                        ray.cancel(other, force=True)
+                raise full from None
             status.finish(name, run_dir, _record_failure(run_dir, cause))
         else:
             status.finish(name, run_dir, seconds=seconds)

@@ -37,7 +37,13 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
     the base and full scores as bands instead, and says so in the title."""
     rows = table.block_rows
     depth = np.array([r.depth for r in rows])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    forgetting = any(math.isfinite(r.kl_to_base) or math.isfinite(r.other_success) for r in table.rows)
+    if forgetting:
+        fig, (ax, lower) = plt.subplots(
+            2, 1, figsize=(8, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
     best = table.best
     if not table.degenerate:
         values = np.array([r.contribution for r in rows])
@@ -87,6 +93,8 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
     blocks_axis.set_xlabel("block", fontsize=8)
     ax.set_xlim(-0.06, 1.06)
     ax.set_xlabel(f"relative depth (block / {table.num_blocks - 1})")
+    if forgetting:
+        _plot_forgetting(lower, table, depth)
     ax.set_title((title + "\n" if title else "") + heading, fontsize=10)
     handles, _ = ax.get_legend_handles_labels()
     handles.append(Patch(color="tab:blue", label=f"block alone ({table.confidence:.0%} interval)"))
@@ -97,6 +105,48 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _plot_forgetting(ax, table: ContributionTable, depth: np.ndarray) -> None:
+    """The forgetting panel: KL(trained || base) per block (bars, left axis; full RL's as a dashed
+    line) and the success on the environment no arm trained on (points with intervals, right axis;
+    base and full as lines)."""
+    rows = table.block_rows
+    full, base = table.row("full"), table.row("base")
+    kl = np.array([r.kl_to_base for r in rows])
+    handles = []
+    if np.isfinite(kl).any():
+        handles.append(
+            ax.bar(depth, np.nan_to_num(kl), width=_bar_width(depth), color="tab:purple", alpha=0.6,
+                   label="KL(trained || base), block alone")
+        )  # fmt: skip
+        if full is not None and math.isfinite(full.kl_to_base):
+            handles.append(
+                ax.axhline(full.kl_to_base, color="tab:purple", linestyle="--", label="KL of full RL")
+            )
+    ax.set_ylabel("KL to base on the trained task")
+    ax.set_xlabel(f"relative depth (block / {table.num_blocks - 1})")
+    other = np.array([r.other_success for r in rows])
+    if np.isfinite(other).any():
+        twin = ax.twinx()
+        lo = np.array([r.other_success_lo for r in rows])
+        hi = np.array([r.other_success_hi for r in rows])
+        handles.append(
+            twin.errorbar(depth, other, yerr=_errors(other, lo, hi), fmt="o", color="tab:red", capsize=3,
+                          label="success on the other env")
+        )  # fmt: skip
+        for ref, color in ((base, "tab:gray"), (full, "tab:green")):
+            if ref is not None and math.isfinite(ref.other_success):
+                handles.append(
+                    twin.axhline(
+                        ref.other_success, color=color, linestyle=":", label=f"{ref.block} on the other env"
+                    )
+                )
+        twin.set_ylabel("success on the other env")
+        twin.set_ylim(-0.03, 1.03)
+    ax.set_title("forgetting: KL to the base model and success on an untrained environment", fontsize=9)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
 
 
 def plot_comparison(
@@ -168,5 +218,41 @@ def plot_weight_change(rows: Sequence[dict], num_blocks: int, path: Path, title:
     ax.set_title(title or "weight change per block (fp32)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_telemetry(rows: Sequence[dict], num_blocks: int, path: Path, title: str = "") -> Path:
+    """Three panels over iterations (gradient norm, update/weight ratio, relative change from the
+    start; log scale), one line per trained block, coloured by relative depth (colour bar)."""
+    metrics = (
+        ("grad_norm", "gradient norm (before clipping)"),
+        ("update_ratio", "||update|| / ||W|| per iteration"),
+        ("relative_change", "||W_t - W_0|| / ||W_0||"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    cmap = plt.get_cmap("viridis")
+    keys = list(dict.fromkeys(r["block"] for r in rows))
+    for ax, (metric, label) in zip(axes, metrics, strict=True):
+        for key in keys:
+            points = [
+                (r["iteration"], r[metric]) for r in rows if r["block"] == key and np.isfinite(r[metric])
+            ]
+            if not points:
+                continue
+            depth = key / max(num_blocks - 1, 1) if isinstance(key, int) else 1.0
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, marker="." if len(x) < 30 else None, color=cmap(depth), label=str(key))
+        if any(r[metric] > 0 for r in rows if np.isfinite(r[metric])):
+            ax.set_yscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    if len(keys) <= 8:
+        axes[0].legend(title="block", fontsize=7, title_fontsize=7)
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, num_blocks - 1))
+    fig.colorbar(mappable, ax=axes, label="block (depth)", fraction=0.02)
+    fig.suptitle(title or "per-block telemetry", fontsize=10)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

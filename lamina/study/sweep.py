@@ -5,9 +5,10 @@
 
 The sweep folder (``study.output_dir``) holds one run folder per arm (``base-seed0``, ``full-seed0``,
 ``block07-seed0``, ...), ``sweep.yaml`` (the settings), and after the arms ``contribution.csv``,
-``contribution.md``, ``contribution.png`` and ``summary.json``. Running the same command again
-skips finished arms, resumes half-finished ones from their newest checkpoint, and retries failed
-ones; adding blocks or seeds extends the sweep.
+``contribution.md``, ``contribution.png``, ``differences.csv`` (``lamina.study.power``) and
+``summary.json``; with ``study.forgetting_episodes`` each arm folder also gets ``forgetting.json``.
+Running the same command again skips finished arms, resumes half-finished ones from their newest
+checkpoint, and retries failed ones; adding blocks or seeds extends the sweep.
 
 One sweep per folder, one sweep process at a time: the sweep holds the folder's writer lock
 (``.lamina.lock``, ``lamina.trainer.run_folder``) while it runs, and each arm's run holds its own
@@ -29,16 +30,27 @@ from rich.console import Console
 from lamina.agents.models import model_num_blocks
 from lamina.errors import ConfigError, TrainingStopped
 from lamina.study.arms import (
+    EXTRA_FOLDERS,
     arm_config,
     check_same_settings,
+    extra_arms,
     is_finished,
-    plan_arms,
     prune_checkpoints,
+    study_arms,
+    write_arm_plan,
 )
 from lamina.study.config import SweepConfig, validate_study
-from lamina.study.contribution import contribution_table, load_scores, markdown, summary, write_csv
+from lamina.study.contribution import (
+    add_arm_details,
+    contribution_table,
+    load_scores,
+    markdown,
+    summary,
+    write_csv,
+)
 from lamina.study.executors import ArmState, SweepStatus, run_ray, run_serial
 from lamina.study.plots import plot_contribution
+from lamina.study.power import differences_csv, sweep_power
 from lamina.trainer.config import RunConfig
 from lamina.trainer.layers import parse_layers
 from lamina.trainer.run_folder import contents, folder_lock, remove_outputs
@@ -50,8 +62,11 @@ SWEEP_OUTPUTS = (
     "base-seed*",
     "full-seed*",
     "block*-seed*",
+    *EXTRA_FOLDERS,
+    "arms.json",
     "sweep.yaml",
     "contribution.*",
+    "differences.csv",
     "summary.json",
     "ensemble-top*",
     "*.partial",
@@ -85,11 +100,16 @@ def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
         blocks = parse_layers(cfg.study.layers, num_blocks)
     except ValueError as err:
         raise ConfigError(str(err).replace("layers=", "study.layers=", 1)) from None
+    extra_arms(cfg.study, num_blocks, cfg.trainer.lr)  # study.arms and study.lr_per_arm, checked early
     if not blocks:
         raise ConfigError(f"study.layers={cfg.study.layers!r} selects no block; e.g. all, [0, 7, 15], 10-14")
     shared = cfg.run_config()
     shared.layers = "all"
     validate(shared)  # the full arm's settings are every trained arm's but for the layers
+    if cfg.study.forgetting_env:
+        from lamina.study.forgetting import other_env_config
+
+        validate(other_env_config(shared, cfg.study.forgetting_env, cfg.study.forgetting_env_overrides))
     return blocks, num_blocks
 
 
@@ -111,10 +131,17 @@ def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int):
     except ValueError as err:
         raise TrainingStopped(f"{sweep_dir}: no contribution table yet: {err}") from None
     title = sweep_title(cfg)
+    add_arm_details(table, sweep_dir, study.bootstrap, study.confidence, study.bootstrap_seed)
+    power = sweep_power(load_scores(sweep_dir, study.metric), table, study)
+    (sweep_dir / "differences.csv").write_text(differences_csv(power.differences))
     write_csv(table, sweep_dir / "contribution.csv")
-    (sweep_dir / "contribution.md").write_text(markdown(table, f"Layer contribution: {title}"))
+    (sweep_dir / "contribution.md").write_text(
+        markdown(table, f"Layer contribution: {title}") + "\n" + "\n".join(power.markdown(table))
+    )
     plot_contribution(table, sweep_dir / "contribution.png", title)
-    (sweep_dir / "summary.json").write_text(json.dumps({"title": title, **summary(table)}, indent=1))
+    (sweep_dir / "summary.json").write_text(
+        json.dumps({"title": title, **summary(table), "power": power.summary()}, indent=1)
+    )
     return table
 
 
@@ -190,7 +217,8 @@ def _run_arms(
     console: Console,
 ) -> Path:
     """``run_sweep`` in its claimed folder: the unfinished arms, then the contribution outputs."""
-    arms = plan_arms(blocks, cfg.study.seeds)
+    arms = study_arms(cfg.study, blocks, num_blocks, shared.trainer.lr)
+    write_arm_plan(sweep_dir, shared, arms, num_blocks)  # arms.json: layers, lr, trainable parameters
     states = [ArmState(arm, arm.name(num_blocks)) for arm in arms]
     status = SweepStatus(states, cfg.study.metric, console)
     jobs = []
@@ -215,6 +243,17 @@ def _run_arms(
         for state in states:
             if state.status in ("done", "finished before"):
                 prune_checkpoints(sweep_dir / state.name)
+    if cfg.study.forgetting_episodes:
+        from lamina.study.forgetting import measure_sweep
+
+        study = cfg.study
+        measure_sweep(
+            sweep_dir,
+            study.forgetting_episodes,
+            study.forgetting_env,
+            study.forgetting_env_overrides,
+            console.print,
+        )
     failed = ", ".join(s.name for s in status.failed)
     retry = "see error.txt in each; run the same command again to retry them"
     try:

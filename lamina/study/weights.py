@@ -3,13 +3,18 @@
 W_0 is the run's starting point (the base model plus its ``init_from`` chain), W_T the same with
 the run's checkpoint loaded. Both are compared in fp32 after W_0 is rounded to the dtype the
 checkpoint was saved in, so a bf16 run does not count rounding as change. Blocks the run did not
-train show 0.
+train show 0. A LoRA run's W_T is W_0 with its adapters merged (W + alpha/R B A).
 
     lamina weights runs/sweep/full-seed0          writes weight_change.{csv,md,png} there
+
+When the run logged per-block telemetry (``lamina.trainer.telemetry``, on by default) it also
+writes ``telemetry.csv`` (iteration, block, depth, grad_norm, update_ratio, relative_change) and
+``telemetry.png``: the three over iterations, one line per block coloured by depth.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from lamina.agents.models import load_model
 from lamina.study.contribution import depth_fraction
 from lamina.trainer.checkpoint import load_checkpoint
 from lamina.trainer.layers import block_of, find_blocks
+from lamina.trainer.lora import is_lora_name, lora_deltas
 from lamina.trainer.restore import init_chain, model_config_of, resolve_checkpoint, run_config
 
 COLUMNS = ("block", "depth", "relative_change", "fraction_changed", "parameters", "trained_tensors")
@@ -40,6 +46,12 @@ def weight_change(path: str | Path) -> tuple[list[dict], int, Path]:
     for earlier in init_chain(run_dir):
         load_checkpoint(earlier, model)
     trained = load_file(str(ckpt / "trainable.safetensors"))
+    lora = json.loads((ckpt / "state.json").read_text()).get("lora")
+    if lora is not None:  # a LoRA run moved the weights its adapters merge into: W_T = W_0 + alpha/R B A
+        deltas = lora_deltas(trained, float(lora["alpha"]) / int(lora["rank"]))
+        weights = dict(model.named_parameters())
+        trained = {n: t for n, t in trained.items() if not is_lora_name(n)}
+        trained |= {n: weights[n].detach().float() + d for n, d in deltas.items()}
     prefix, block_list = find_blocks(model)
     num_blocks = len(block_list)
     groups: dict[int | str, dict[str, float]] = {
@@ -116,4 +128,54 @@ def write_weight_change(path: str | Path, out: str | Path | None = None) -> Path
     plot_weight_change(
         rows, num_blocks, out / "weight_change.png", f"weight change per block: {ckpt.parent.parent.name}"
     )
+    write_telemetry(ckpt.parent.parent, out, num_blocks)
     return out
+
+
+TELEMETRY_METRICS = ("grad_norm", "update_ratio", "relative_change")
+
+
+def telemetry_rows(run_dir: str | Path, num_blocks: int) -> list[dict]:
+    """The per-block telemetry of a run's ``metrics.jsonl``, one row per (iteration, block)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows: list[dict] = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        telemetry = record.get("telemetry")
+        if not telemetry or record.get("kind", "train") != "train":
+            continue
+        blocks = dict.fromkeys(k for m in TELEMETRY_METRICS for k in telemetry.get(m, {}))
+        for key in blocks:
+            block: int | str = int(key) if key.isdigit() else key
+            rows.append(
+                {
+                    "iteration": record["iteration"],
+                    "block": block,
+                    "depth": depth_fraction(block, num_blocks) if isinstance(block, int) else float("nan"),
+                    **{m: telemetry.get(m, {}).get(key, float("nan")) for m in TELEMETRY_METRICS},
+                }
+            )
+    return rows
+
+
+def write_telemetry(run_dir: Path, out: Path, num_blocks: int) -> bool:
+    """Writes ``telemetry.csv`` and ``telemetry.png`` into ``out`` when the run has telemetry."""
+    from lamina.study.plots import plot_telemetry
+
+    rows = telemetry_rows(run_dir, num_blocks)
+    if not rows:
+        return False
+    columns = ("iteration", "block", "depth", *TELEMETRY_METRICS)
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if not math.isfinite(value) else f"{value:.6g}"
+        return str(value)
+
+    (out / "telemetry.csv").write_text(
+        "\n".join([",".join(columns)] + [",".join(cell(r[c]) for c in columns) for r in rows]) + "\n"
+    )
+    plot_telemetry(rows, num_blocks, out / "telemetry.png", f"per-block telemetry: {Path(run_dir).name}")
+    return True

@@ -110,9 +110,29 @@ def test_blocks_of_models_with_other_depths_match_by_relative_depth(make_sweep):
 
 def test_compare_cli_needs_two_sweeps_and_three_shared_blocks(make_sweep, capsys, tmp_path):
     a = make_sweep("a", arms({"base-seed0": 0, "full-seed0": 1, "block00-seed0": 0.5, "block01-seed0": 0.2}))
-    assert main(["compare", str(a)]) == 2
+    assert main(["compare", str(a), str(a), str(a)]) == 2
     assert "usage: lamina compare SWEEP_A SWEEP_B [out=DIR]" in capsys.readouterr().err
+    assert main(["compare", str(a)]) == 2  # one sweep: across its seeds, and it has one
+    assert "needs blocks finished with 2 or more seeds" in capsys.readouterr().err
     assert main(["compare", str(a), str(a), f"out={tmp_path / 'x'}"]) == 2
     assert "share 2 block(s)" in capsys.readouterr().err
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert "is not a sweep folder" in capsys.readouterr().err
+
+
+def test_rank_stability_across_seeds_of_one_sweep(make_sweep, tmp_path, capsys):
+    per_seed = {0: [0.1, 0.5, 0.8, 0.6], 1: [0.2, 0.6, 0.7, 0.3], 2: [0.7, 0.5, 0.2, 0.4]}
+    rates = {f"block0{k}-seed{s}": r for s, row in per_seed.items() for k, r in enumerate(row)}
+    rates.update({f"{arm}-seed{s}": r for s in per_seed for arm, r in (("base", 0.0), ("full", 0.9))})
+    sweep = make_sweep("seeds", arms(rates), num_blocks=4)
+    result = main(["compare", str(sweep), f"out={tmp_path / 'stab'}"])
+    assert result == 0 and "Rank stability of seeds" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "stab" / "rank_stability.json").read_text())
+    expected = {(s, t): spearmanr(per_seed[s], per_seed[t]).statistic for s, t in ((0, 1), (0, 2), (1, 2))}
+    got = {(p["seed_a"], p["seed_b"]): p["rho"] for p in saved["pairs"]}
+    assert got == pytest.approx(expected)
+    assert saved["mean_rho"] == pytest.approx(np.mean(list(expected.values())))
+    assert saved["min_rho"] == pytest.approx(-1.0)  # seed 2 ranks the blocks in reverse of seed 0
+    one_seed = make_sweep("one", arms({"base-seed0": 0, "full-seed0": 1, "block00-seed0": 0.5}), num_blocks=4)
+    assert main(["compare", str(one_seed)]) == 2
+    assert "needs blocks finished with 2 or more seeds" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -40,8 +41,16 @@ def test_one_changed_tensor(tiny_model, tmp_path, capsys):
     assert all(
         by_block[k]["relative_change"] == 0 and by_block[k]["fraction_changed"] == 0 for k in (0, 1, 3)
     )
+    telemetry = {"grad_norm": {"2": 0.5}, "update_ratio": {"2": 1e-3}, "relative_change": {"2": 2e-3}}
+    records = [{"iteration": i, "telemetry": telemetry} for i in range(3)] + [
+        {"kind": "eval", "iteration": 3}
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["weights", str(run)]) == 0
-    for name in ("weight_change.csv", "weight_change.md", "weight_change.png"):
+    lines = (run / "telemetry.csv").read_text().splitlines()
+    assert lines[0] == "iteration,block,depth,grad_norm,update_ratio,relative_change"
+    assert lines[1:] == [f"{i},2,0.666667,0.5,0.001,0.002" for i in range(3)]
+    for name in ("weight_change.csv", "weight_change.md", "weight_change.png", "telemetry.png"):
         assert (run / name).stat().st_size > 0
     assert main(["weights", str(tmp_path / "nothing")]) == 2
     assert "neither a run folder" in capsys.readouterr().err
