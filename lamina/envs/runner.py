@@ -491,7 +491,7 @@ class EnvGroupRunner:
                 worker.local.close()
             if worker.conn is not None and worker.process is not None and worker.process.is_alive():
                 try:
-                    worker.conn.send(("close", None))
+                    worker.conn.send((-1, "close", None))
                 except OSError:
                     pass
         deadline = time.monotonic() + CLOSE_GRACE_S

@@ -37,7 +37,7 @@ RUN = [
     "logging.curves=false",
 ]
 LONGEST = 8
-VOLATILE = {"rollout_s", "update_s", "rss_mb", "max_rss_mb"}
+VOLATILE = {"rollout_s", "update_s", "rss_mb", "max_rss_mb", "peak_memory_mb"}
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 

@@ -26,7 +26,8 @@ from lamina.trainer.train import train
 from lamina.trainer.update import UpdateConfig, ppo_update
 from lamina.trainer.validation import validate
 
-TIMING_KEYS = {"rollout_s", "update_s", "rss_mb", "max_rss_mb"}  # timings and memory vary run to run
+# timings and memory vary run to run
+TIMING_KEYS = {"rollout_s", "update_s", "rss_mb", "max_rss_mb", "peak_memory_mb"}
 # FrozenLake in choose mode, 2 PPO epochs of shuffled mini-batches and a KL reference: every
 # random generator and every piece of optimizer state a resume must bring back is in play.
 EXACT = [

@@ -34,7 +34,8 @@ RUN = [
     "layers=[1,2]",
     "trainer.save_every=1",
 ]
-TIMING = {"rollout_s", "update_s", "rss_mb", "max_rss_mb"}  # timings and memory vary run to run
+# timings and memory vary run to run
+TIMING = {"rollout_s", "update_s", "rss_mb", "max_rss_mb", "peak_memory_mb"}
 
 
 def _metrics(run):
