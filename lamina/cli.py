@@ -64,10 +64,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "compare": Command(
         "lamina.commands.study:cmd_compare",
-        "compare two sweeps",
-        "lamina compare SWEEP_A SWEEP_B [out=DIR]",
+        "compare two sweeps, or one sweep's seeds",
+        "lamina compare SWEEP_A SWEEP_B [out=DIR]  or  lamina compare SWEEP [out=DIR]",
         (
             ("SWEEP_A SWEEP_B", "two finished sweep folders (each with contribution.csv)"),
+            ("SWEEP", "one finished sweep: Spearman rank stability of its arms across seeds"),
             ("out=DIR", "where compare.json, compare.md and compare.png go (default: beside SWEEP_A)"),
         ),
     ),

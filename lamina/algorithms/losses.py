@@ -51,8 +51,12 @@ def policy_loss(
     cfg: LossConfig,
     ref_log_probs: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate + KL + entropy bonus for one micro-batch; all tensors (B, R).
+
+    ``is_weights`` (B, R), when given, multiply each token's policy-gradient term (verl's
+    ``rollout_is_weights``: the truncated importance weights of ``truncated_is_weights``).
 
     Returns the micro-batch's share of the mini-batch loss and its metrics.
     """
@@ -66,6 +70,7 @@ def policy_loss(
         response_mask=response_mask,
         loss_agg_mode=cfg.loss_agg_mode,
         config=actor_config,
+        rollout_is_weights=is_weights,
     )
     loss = pg_loss
     metrics = {
@@ -85,3 +90,47 @@ def policy_loss(
         loss = loss - cfg.entropy_coef * entropy_loss
         metrics["entropy"] = float(entropy_loss.detach())
     return loss, metrics
+
+
+def truncated_is_weights(
+    trainer_log_probs: torch.Tensor, engine_log_probs: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Truncated importance sampling (TIS, as verl's token-level ``rollout_is``): the rollout engine
+    sampled from pi_engine, the update's ratio is against pi_trainer, so each token's
+    policy-gradient term is reweighted by min(pi_trainer / pi_engine, cap), a constant (no gradient).
+
+    Args:
+        trainer_log_probs: (B, R) the trainer's log-probs of the sampled tokens before the update.
+        engine_log_probs: (B, R) the engine's log-probs of the same tokens.
+        cap: the truncation (> 0).
+    Returns:
+        (B, R) weights in (0, cap].
+    """
+    if not cap > 0:
+        raise ValueError(f"rollout.tis_cap={cap}; valid: a number > 0 (e.g. 2), or null for no correction")
+    log_ratio = (trainer_log_probs - engine_log_probs).detach().float()
+    return torch.exp(log_ratio.clamp(max=20.0)).clamp(max=cap)  # clamp first: exp never overflows
+
+
+def engine_gap(
+    trainer_log_probs: torch.Tensor, engine_log_probs: torch.Tensor, mask: torch.Tensor
+) -> dict[str, float]:
+    """How far the rollout engine's token log-probs are from the trainer's on the same tokens.
+
+    Args:
+        trainer_log_probs: (B, R) the trainer's log-probs of the sampled tokens.
+        engine_log_probs: (B, R) the engine's log-probs of the same tokens.
+        mask: (B, R) 1 on response tokens.
+    Returns:
+        ``engine_logp_abs_diff``: mean |logp_trainer - logp_engine| over tokens;
+        ``engine_kl``: the k3 estimate of KL(pi_engine || pi_trainer) from the engine's samples,
+        mean of r - 1 - log r with r = pi_trainer / pi_engine (>= 0, low variance).
+    """
+    mask = mask.float()
+    tokens = mask.sum().clamp(min=1.0)
+    log_ratio = (trainer_log_probs - engine_log_probs).detach().float() * mask
+    k3 = torch.exp(log_ratio) - 1.0 - log_ratio  # 0 where masked: log_ratio is 0 there
+    return {
+        "engine_logp_abs_diff": float(log_ratio.abs().sum() / tokens),
+        "engine_kl": float(k3.sum() / tokens),
+    }

@@ -4,6 +4,8 @@ The folder (``config.json``, ``generation_config.json``, ``model.safetensors``, 
 files) loads with ``AutoModelForCausalLM.from_pretrained(out)`` / ``AutoTokenizer.from_pretrained(out)``
 and generates the same tokens as lamina's model; tied embeddings stay tied. Its generation config
 stops at every end-of-turn token lamina stops at. ``lamina_export.json`` records the source.
+A LoRA run (``layers=lora:R@...``) is exported merged (W + alpha/R B A): a plain model of the base
+architecture, no PEFT needed to load it.
 
     lamina export checkpoint=runs/default out=exported/default
 """
@@ -45,6 +47,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
                 "checkpoint": str(ckpt.resolve()),
                 "iteration": state.get("iteration"),
                 "trained_tensors": state.get("trainable", []),
+                # A LoRA run's adapters are merged into the weights: the folder has no adapter files.
+                "merged_lora": state.get("lora"),
             },
             indent=1,
         )

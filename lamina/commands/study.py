@@ -18,9 +18,20 @@ def paths_and_out(overrides: Sequence[str], count: int, usage: str) -> tuple[lis
 
 
 def cmd_compare(overrides: Sequence[str]) -> int:
-    from lamina.study.compare import compare_sweeps
+    """Two sweeps: their rank correlation; one sweep: its rank stability across seeds."""
+    from lamina.study.compare import compare_sweeps, seed_rank_stability
 
-    (a, b), out = paths_and_out(overrides, 2, "lamina compare SWEEP_A SWEEP_B [out=DIR]")
+    usage = "lamina compare SWEEP_A SWEEP_B [out=DIR]  or  lamina compare SWEEP [out=DIR] (across seeds)"
+    if len([a for a in overrides if not a.startswith("out=")]) == 1:
+        (one,), out = paths_and_out(overrides, 1, usage)
+        try:
+            stability = seed_rank_stability(Path(one), Path(out) if out else None)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        print((Path(stability["out"]) / "rank_stability.md").read_text())
+        print(f"written: {stability['out']} (rank_stability.json, rank_stability.md)")
+        return 0
+    (a, b), out = paths_and_out(overrides, 2, usage)
     try:
         result = compare_sweeps(Path(a), Path(b), Path(out) if out else None)
     except ValueError as err:

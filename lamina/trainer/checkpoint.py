@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lamina.errors import DiskFull
+from lamina.trainer.lora import ADAPTER, LORA_ALPHA, is_lora_name, merge_lora_tensors
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ def save_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     params = dict(model.named_parameters())
     files = {"trainable.safetensors": {n: params[n].detach().contiguous().cpu() for n in names}}
+    adapter_a = next((params[n] for n in names if f".lora_A.{ADAPTER}." in n), None)
+    if adapter_a is not None and "lora" not in state:  # e.g. lamina sft with layers=lora:R@...
+        state = {**state, "lora": {"rank": int(adapter_a.shape[0]), "alpha": LORA_ALPHA}}
     for stem, group in (tensors or {}).items():
         files[f"{stem}.safetensors"] = {k: v.detach().contiguous().cpu() for k, v in group.items()}
     try:
@@ -260,10 +264,19 @@ def checkpoint_folders(output_dir: Path) -> list[Path]:
 
 
 def load_trained_tensors(path: Path, model: nn.Module) -> dict:
-    """Copies a checkpoint's trained tensors into ``model`` (any device or dtype); returns ``state.json``."""
+    """Copies a checkpoint's trained tensors into ``model`` (any device or dtype); returns ``state.json``.
+
+    A LoRA run's adapters (``layers=lora:R@...``) go into a model that has them (a resumed run); a
+    plain model gets them merged into its weights (W += alpha/R B A), so ``lamina eval``, ``lamina
+    export`` and ``init_from`` read a LoRA run as the model it computes."""
     state = json.loads((path / "state.json").read_text())
     tensors = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
+    lora = state.get("lora")
+    if lora is not None and not any(is_lora_name(n) for n in params):
+        adapters = {n: t for n, t in tensors.items() if is_lora_name(n)}
+        merge_lora_tensors(model, adapters, float(lora["alpha"]) / int(lora["rank"]))
+        tensors = {n: t for n, t in tensors.items() if n not in adapters}
     unknown = [n for n in tensors if n not in params]
     if unknown:
         raise ValueError(f"checkpoint {path} has tensors the model lacks, e.g. {unknown[0]!r}")

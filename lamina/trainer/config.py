@@ -30,6 +30,16 @@ class RolloutConfig:
         invalid_penalty: subtracted from the reward of a step whose action is invalid.
         env_workers: worker processes stepping the environments (0: in this process; worth it
             only for slow engines such as ALFWorld).
+        engine: what samples generate-mode responses: ``hf`` (batched ``transformers`` generate) or
+            ``vllm`` (vLLM's offline engine in this process, the trainable blocks synced into it
+            after every update; ``lamina.agents.vllm_engine``); ``agent.mode=choose`` scores in torch
+            and needs ``hf``.
+        vllm_memory: vLLM's ``gpu_memory_utilization``: the share of GPU memory it reserves (weights
+            and KV cache); on vLLM's CPU build, the share of host RAM.
+        vllm_max_model_len: prompt + response tokens at most per vLLM request.
+        tis_cap: with ``engine=vllm``, truncated importance sampling of the engine/trainer mismatch:
+            each token's policy-gradient term is weighted by min(exp(logp_trainer - logp_engine),
+            tis_cap) (verl's TIS); None: no correction (the gap is still logged).
     """
 
     group_size: int = 4
@@ -39,6 +49,10 @@ class RolloutConfig:
     micro_batch_size: int = 16
     invalid_penalty: float = 0.1
     env_workers: int = 0
+    engine: str = "hf"
+    vllm_memory: float = 0.15
+    vllm_max_model_len: int = 4096
+    tis_cap: float | None = None
 
 
 @dataclass
@@ -97,6 +111,10 @@ class VerlBackendConfig:
             where the ``flash_attn`` package is installed, else ``sdpa``), ``flash_attention_2``,
             ``sdpa`` or ``eager``.
         logger: verl's trackers (``console``, ``wandb``, ``tensorboard``...).
+        weight_sync: what each weight sync after the first sends to the rollout servers:
+            ``trainable`` (only the trained tensors; needs servers that keep their weights between
+            syncs, ``actor_rollout_ref.rollout.free_cache_engine=false``), ``all``, or ``auto``
+            (``trainable`` where the servers keep their weights, else ``all``).
         overrides: raw verl config overrides applied last, e.g. ``["trainer.val_before_train=false"]``.
     """
 
@@ -114,6 +132,7 @@ class VerlBackendConfig:
     gradient_checkpointing: bool = True
     attn_implementation: str = "auto"
     logger: list[str] = field(default_factory=lambda: ["console"])
+    weight_sync: str = "auto"
     overrides: list[str] = field(default_factory=list)
 
 
@@ -242,7 +261,9 @@ class RunConfig:
         eval: held-out evaluation.
         logging: experiment trackers and the curves plot.
         layers: which transformer blocks the update touches (``lamina.trainer.layers``): ``[14]``,
-            ``[10,11,12]``, ``10-14``, ``middle:K``, ``top:K@<sweep dir>``, ``all``, ``none``.
+            ``[10,11,12]``, ``10-14``, ``middle:K``, ``top:K@<sweep dir>``, ``all``, ``none``; or
+            ``lora:R@<one of those>`` (``lora:R``: every block): rank-R LoRA adapters on those blocks'
+            linear layers train instead (``lamina.trainer.lora``; quote a list: ``'lora:2@[3,5]'``).
         modules: narrows the chosen blocks to ``attn``, ``mlp``, ``norm``, or a regex over parameter
             names inside a block; ``all``: every parameter of the block.
         backend: ``native`` (this process) or ``verl`` (Ray + FSDP + vLLM, the ``verl`` section);

@@ -4,6 +4,8 @@
 (the K blocks centred at depth/2), ``"top:K@<sweep dir>"`` (the K best blocks of a finished sweep),
 ``"all"`` and ``"none"``. ``modules`` narrows to ``attn``, ``mlp``, ``norm`` or a regex over the
 parameter names inside a block. Embeddings and the LM head stay frozen unless asked for.
+``"lora:R@<any of the above>"`` (``"lora:R"``: every block) trains rank-R LoRA adapters on those
+blocks' linear layers instead of the blocks themselves (``lamina.trainer.lora``).
 
 Freezing is plain ``requires_grad=False``: with nothing below the lowest trainable block needing a
 gradient, autograd never builds a graph there, so no gradient is computed below it.
@@ -68,13 +70,40 @@ def _top_blocks_of_sweep(k: int, sweep_dir: str, num_blocks: int) -> list[int]:
     return sorted(int(r["block"]) for r in rows[:k])
 
 
+LORA_SPEC = re.compile(r"lora:(\d+)(?:@(.*))?")
+LORA_FORMS = "'lora:R' (every block), 'lora:R@<blocks>' (e.g. 'lora:1@all', 'lora:8@14', 'lora:4@middle:3')"
+VALID_FORMS = f"[i, j, ...], 'a-b', 'middle:K', 'top:K@<sweep dir>', 'all', 'none', {LORA_FORMS}"
+
+
+def split_lora(spec: object) -> tuple[int | None, object]:
+    """``(R, the block spec)`` of ``lora:R@SEL`` (``lora:R`` alone: SEL is ``all``), or ``(None, spec)``
+    for a spec without LoRA.
+
+    Raises:
+        ValueError: a ``lora:`` spec whose rank is not an integer >= 1 or whose SEL is empty or LoRA.
+    """
+    if not isinstance(spec, str) or not spec.strip().startswith("lora:"):
+        return None, spec
+    m = LORA_SPEC.fullmatch(spec.strip())
+    inner = (m.group(2) if m and m.group(2) is not None else "all").strip()
+    if m is None or int(m.group(1)) < 1 or not inner or inner.startswith("lora:"):
+        raise ValueError(f"layers={spec!r} is not a LoRA spec; valid forms: {LORA_FORMS}, R >= 1")
+    return int(m.group(1)), inner
+
+
 def parse_layers(spec: object, num_blocks: int) -> list[int]:
-    """Turns a ``layers`` spec into sorted block indices.
+    """Turns a ``layers`` spec into sorted block indices (for ``lora:R@SEL``: SEL's blocks).
 
     Raises:
         ValueError: naming the bad value, the valid forms and L (``num_blocks``).
     """
-    valid_forms = "[i, j, ...], 'a-b', 'middle:K', 'top:K@<sweep dir>', 'all', 'none'"
+    rank, inner = split_lora(spec)
+    if rank is not None:
+        try:
+            return parse_layers(inner, num_blocks)
+        except ValueError as err:  # name the whole spec the user wrote
+            raise ValueError(str(err).replace(f"layers={inner!r}", f"layers={spec!r}", 1)) from None
+    valid_forms = VALID_FORMS
     if isinstance(spec, str):
         text = spec.strip()
         if text == "all":

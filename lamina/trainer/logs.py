@@ -49,6 +49,9 @@ class LoggingConfig:
         mlflow_experiment: the MLflow experiment's name.
         run_name: the run's name in W&B and MLflow; None: the output folder's name.
         curves: write ``curves.png`` (matplotlib) at the end of the run.
+        telemetry: per-block gradient norm, update/weight ratio and relative change from the
+            start in every training record (``lamina.trainer.telemetry``; costs two copies of the
+            trainable tensors).
     """
 
     tensorboard: bool | None = None
@@ -60,6 +63,7 @@ class LoggingConfig:
     mlflow_experiment: str = "lamina"
     run_name: str | None = None
     curves: bool = True
+    telemetry: bool = True
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:

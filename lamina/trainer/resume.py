@@ -21,6 +21,8 @@ from lamina.trainer.checkpoint import (
 )
 from lamina.trainer.config import RunConfig
 from lamina.trainer.factories import Learner
+from lamina.trainer.layers import split_lora
+from lamina.trainer.lora import LORA_ALPHA, count_parameters
 from lamina.trainer.precision import all_finite
 
 
@@ -48,8 +50,12 @@ def save(cfg: RunConfig, learner: Learner, out: Path, iteration: int) -> Path:
     tensors = {"rng": rng_tensors}
     if learner.reference is not None:
         tensors["reference"] = dict(zip(learner.names, learner.reference.initial, strict=True))
+    rank, _ = split_lora(cfg.layers)
     state = {
         "blocks": learner.blocks,
+        "trainable_parameters": count_parameters(learner.model, learner.names),
+        # What a plain model needs to merge the adapters (lamina.trainer.checkpoint.load_trained_tensors).
+        **({"lora": {"rank": rank, "alpha": LORA_ALPHA}} if rank is not None else {}),
         "optimizer_settings": optimizer_settings(cfg),
         "rng": rng_states,
         "skipped_in_a_row": learner.skipped_in_a_row,
@@ -73,6 +79,15 @@ def resume(cfg: RunConfig, learner: Learner, out: Path) -> int:
             f"trainer.resume: {ckpt} trained blocks {state.get('blocks')} "
             f"({len(state['trainable'])} tensors) but this run selects blocks {learner.blocks} "
             f"({len(learner.names)} tensors); resume with the same layers/modules or use a new "
+            "trainer.output_dir"
+        )
+    rank, _ = split_lora(cfg.layers)
+    saved_rank = (state.get("lora") or {}).get("rank")
+    if saved_rank != rank:
+        trained = f"LoRA of rank {saved_rank}" if saved_rank else "whole tensors"
+        raise ConfigError(
+            f"trainer.resume: {ckpt} trained {trained} "
+            f"but this run asks for layers={cfg.layers!r}; resume with the same layers or use a new "
             "trainer.output_dir"
         )
     saved = state.get("optimizer_settings")

@@ -20,10 +20,11 @@ import torch
 from omegaconf import OmegaConf
 
 from lamina.agents.prefix import PrefixStore
+from lamina.agents.vllm_engine import EngineUnavailable, VLLMPolicy
 from lamina.algorithms.advantages import anchor_stats, get_estimator
 from lamina.envs.runner import EnvGroupRunner
 from lamina.envs.seeds import task_seeds
-from lamina.errors import StoppedBySignal, TrainingStopped
+from lamina.errors import ConfigError, StoppedBySignal, TrainingStopped
 from lamina.trainer.checkpoint import disk_full, is_disk_full, latest_checkpoint, prune_checkpoints
 from lamina.trainer.config import RunConfig
 from lamina.trainer.evaluate import run_eval
@@ -35,6 +36,7 @@ from lamina.trainer.rollout import Policy, RolloutBatch, collect_rollouts
 from lamina.trainer.run_folder import claim_run_folder
 from lamina.trainer.schedule import make_scheduler
 from lamina.trainer.signals import GracefulStop
+from lamina.trainer.telemetry import BlockTelemetry
 from lamina.trainer.update import ppo_update
 from lamina.trainer.validation import validate
 
@@ -70,7 +72,15 @@ def capturing_prefix(policy: Policy, store: PrefixStore | None):
         policy.prefix_store = None
 
 
-def update_learner(cfg: RunConfig, learner: Learner, policy: Policy, batch, advantages, on_micro_batch=None):
+def update_learner(
+    cfg: RunConfig,
+    learner: Learner,
+    policy: Policy,
+    batch,
+    advantages,
+    on_micro_batch=None,
+    on_gradients=None,
+):
     """The PPO update of one rollout batch with the run's settings; its metrics."""
     return ppo_update(
         policy,
@@ -86,7 +96,22 @@ def update_learner(cfg: RunConfig, learner: Learner, policy: Policy, batch, adva
         learner.shuffle,
         on_micro_batch=on_micro_batch,
         prefix=learner.prefix,
+        on_gradients=on_gradients,
+        engine_log_probs=getattr(policy, "engine_log_probs", False),
+        tis_cap=cfg.rollout.tis_cap,
     )
+
+
+def sync_engine(policy: Policy, names: Sequence[str]) -> dict[str, float]:
+    """Pushes the named (trainable) tensors into the policy's rollout engine where it has one
+    (``rollout.engine=vllm``); the sync's seconds and MiB."""
+    if not isinstance(policy, VLLMPolicy):
+        return {}
+    try:
+        stats = policy.sync_weights(names)
+    except EngineUnavailable as err:
+        raise ConfigError(str(err)) from None
+    return {"engine_sync_s": stats.seconds, "engine_sync_mb": stats.bytes / 2**20}
 
 
 def run_iteration(
@@ -96,8 +121,10 @@ def run_iteration(
     policy: Policy,
     runner: EnvGroupRunner,
     progress,
+    telemetry: BlockTelemetry | None = None,
 ) -> dict:
-    """One rollout -> advantages -> update cycle; returns its metrics record."""
+    """One rollout -> advantages -> update cycle; returns its metrics record (with the per-block
+    ``telemetry`` fields when given)."""
     t0 = time.perf_counter()
     learner.model.eval()
     with capturing_prefix(policy, learner.prefix):
@@ -113,12 +140,19 @@ def run_iteration(
             on_step=progress.on_rollout_step,
         )
     t1 = time.perf_counter()
+    engine_stats = policy.take_stats() if isinstance(policy, VLLMPolicy) else {}
     advantages = compute_advantages(cfg, batch)
     update = {}
     if learner.trainable:
         progress.start_update(len(batch))
-        update = update_learner(cfg, learner, policy, batch, advantages, progress.on_update_step)
+        if telemetry is not None:
+            telemetry.begin_iteration()
+        hook = telemetry.record_gradients if telemetry is not None else None
+        update = update_learner(cfg, learner, policy, batch, advantages, progress.on_update_step, hook)
+        if telemetry is not None:
+            update.update(telemetry.end_iteration())
         check_skipped_steps(cfg, learner, update, iteration)
+        update.update(sync_engine(policy, learner.names))
     if learner.prefix is not None:
         learner.prefix.clear()  # still valid, but the next rollout meets new states: free the memory
     return {
@@ -132,6 +166,7 @@ def run_iteration(
         "mean_response_tokens": float(np.mean([len(r) for r in batch.response_ids])),
         **{k: v for k, v in update.items() if k not in ("loss", "kl")},
         **anchor_stats(cast("Sequence[Hashable]", batch.group_ids), batch.anchors),  # an (N,) array
+        **engine_stats,
         "env_worker_restarts": runner.restarts,
         "rollout_s": t1 - t0,
         "update_s": time.perf_counter() - t1,
@@ -211,8 +246,14 @@ def _train(cfg: RunConfig, blocks: list[int], out: Path) -> Path:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     torch.manual_seed(cfg.trainer.seed)
     learner = build_learner(cfg, blocks)
+    telemetry = None  # theta_0 is the start, so it is taken before a resume loads trained tensors
+    if cfg.logging.telemetry and learner.trainable:
+        initial = learner.reference.initial if learner.reference is not None else None
+        frozen_prefix = cfg.trainer.update.frozen_prefix
+        telemetry = BlockTelemetry(learner.model, learner.trainable, initial, frozen_prefix)
     policy = make_policy(cfg, learner.model, learner.tokenizer)
     start = resume(cfg, learner, out)
+    sync_engine(policy, learner.names)  # a resumed run's trained tensors (and a LoRA check) before sampling
     scheduler = make_scheduler(learner.optimizer, cfg.trainer.schedule, cfg.trainer.iterations, start)
     config = cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.structured(cfg)))  # a dataclass: a dict
     with (
@@ -238,7 +279,7 @@ def _train(cfg: RunConfig, blocks: list[int], out: Path) -> Path:
             progress.start_iteration(iteration)
             last = iteration == cfg.trainer.iterations - 1
             with stop.iteration():
-                row = run_iteration(cfg, iteration, learner, policy, runner, progress)
+                row = run_iteration(cfg, iteration, learner, policy, runner, progress, telemetry)
                 row["lr"] = learner.optimizer.param_groups[0]["lr"]
                 row.update(memory_usage())
                 scheduler.step()

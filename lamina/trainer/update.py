@@ -17,7 +17,13 @@ import torch
 from lamina.agents.choose import state_key
 from lamina.agents.logprobs import PackedRows, pack_rows, response_log_probs  # noqa: F401  (re-exported)
 from lamina.agents.prefix import PrefixStore
-from lamina.algorithms.losses import LossConfig, policy_loss, verl_actor_config
+from lamina.algorithms.losses import (
+    LossConfig,
+    engine_gap,
+    policy_loss,
+    truncated_is_weights,
+    verl_actor_config,
+)
 from lamina.trainer.config import UpdateConfig
 from lamina.trainer.layers import ReferenceWeights
 from lamina.trainer.rollout import Policy, RolloutBatch
@@ -81,12 +87,24 @@ def reference_log_probs(
 ) -> list[torch.Tensor]:
     """Per-row (L_i,) log-probs under the reference weights, computed once per batch (the reference
     does not change across PPO epochs and mini-batches)."""
-    out: list[torch.Tensor | None] = [None] * len(batch)
     with reference.swapped_in():
-        for chunk in micro_batches(batch, range(len(batch)), micro_batch_size, _shares(policy)):
-            log_probs, _, _ = _row_log_probs(policy, batch, chunk, temperature, prefix=prefix)
-            for j, i in enumerate(chunk):
-                out[i] = log_probs[j, : len(batch.old_log_probs[i])].float().cpu()
+        return current_log_probs(policy, batch, temperature, micro_batch_size, prefix)
+
+
+@torch.no_grad()
+def current_log_probs(
+    policy: Policy,
+    batch: RolloutBatch,
+    temperature: float,
+    micro_batch_size: int,
+    prefix: PrefixStore | None = None,
+) -> list[torch.Tensor]:
+    """Per-row (L_i,) log-probs under the model's weights now (no gradient)."""
+    out: list[torch.Tensor | None] = [None] * len(batch)
+    for chunk in micro_batches(batch, range(len(batch)), micro_batch_size, _shares(policy)):
+        log_probs, _, _ = _row_log_probs(policy, batch, chunk, temperature, prefix=prefix)
+        for j, i in enumerate(chunk):
+            out[i] = log_probs[j, : len(batch.old_log_probs[i])].float().cpu()
     return cast("list[torch.Tensor]", out)  # every row filled: the micro-batches cover them all
 
 
@@ -104,6 +122,9 @@ def ppo_update(
     generator: torch.Generator | None = None,
     on_micro_batch: Callable[[int, int], None] | None = None,
     prefix: PrefixStore | None = None,
+    on_gradients: Callable[[], None] | None = None,
+    engine_log_probs: bool = False,
+    tis_cap: float | None = None,
 ) -> dict[str, float]:
     """PPO epochs over mini-batches of rows; each row's scalar advantage goes to all its units.
 
@@ -117,6 +138,13 @@ def ppo_update(
         on_micro_batch: called as ``(done, total)`` after every forward/backward.
         prefix: the states entering the lowest trainable block (``lamina.agents.prefix``): every
             forward, the reference's included, starts there.
+        on_gradients: called before each gradient-norm clip and optimizer step, with the step's
+            summed gradients in ``.grad`` (``lamina.trainer.telemetry``).
+        engine_log_probs: the batch's old log-probs come from another engine (vLLM) than this
+            model's forward: the PPO ratio then uses the trainer's own log-probs before the update,
+            and the engine/trainer gap is reported (``engine_logp_abs_diff``, ``engine_kl``).
+        tis_cap: with ``engine_log_probs``, weight each token's policy-gradient term by
+            min(pi_trainer / pi_engine, tis_cap) (truncated importance sampling); None: no weight.
     Returns:
         averaged metrics: ``loss``, ``pg_loss``, ``pg_clipfrac``, ``ppo_kl``, ``kl``, ``grad_norm``,
         and ``skipped_steps`` / ``optimizer_steps`` (sums).
@@ -133,6 +161,10 @@ def ppo_update(
         ref_rows = reference_log_probs(
             policy, reference, batch, temperature, update_cfg.micro_batch_size, prefix
         )
+    trainer_rows = None
+    # One optimizer step per batch: the forward before it is the trainer's pre-update log-probs.
+    if engine_log_probs and (update_cfg.ppo_epochs > 1 or mini < n):
+        trainer_rows = current_log_probs(policy, batch, temperature, update_cfg.micro_batch_size, prefix)
     epochs = []
     for _ in range(update_cfg.ppo_epochs):
         order = (
@@ -160,9 +192,30 @@ def ppo_update(
                 ref = (
                     _pad_right([ref_rows[i] for i in micro], width, device) if ref_rows is not None else None
                 )
+                gap, is_weights = {}, None
+                if engine_log_probs:
+                    engine = old
+                    old = (
+                        _pad_right([trainer_rows[i] for i in micro], width, device)
+                        if trainer_rows is not None
+                        else log_probs.detach().float()
+                    )
+                    gap = engine_gap(old, engine, mask)
+                    if tis_cap is not None:
+                        is_weights = truncated_is_weights(old, engine, tis_cap)
+                        gap["tis_weight_mean"] = float((is_weights * mask).sum() / mask.sum().clamp(min=1))
                 loss, metrics = policy_loss(
-                    log_probs, old, adv[:, None].expand(-1, width), mask, actor, loss_cfg, ref, entropy
+                    log_probs,
+                    old,
+                    adv[:, None].expand(-1, width),
+                    mask,
+                    actor,
+                    loss_cfg,
+                    ref,
+                    entropy,
+                    is_weights,
                 )
+                metrics.update(gap)
                 loss.backward()
                 micro_done += 1
                 if on_micro_batch is not None:
@@ -174,6 +227,8 @@ def ppo_update(
                     step_metrics[k] = step_metrics.get(k, 0.0) + (
                         v if k in ("loss", "pg_loss", "kl", "entropy") else v * share
                     )
+            if on_gradients is not None:
+                on_gradients()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, update_cfg.max_grad_norm))
             if math.isfinite(grad_norm) and math.isfinite(step_metrics["loss"]):
                 optimizer.step()
