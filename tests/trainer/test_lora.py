@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_exact import EXACT, TIMING_KEYS
 from transformers import AutoModelForCausalLM
 
 from lamina.agents.models import ModelConfig, load_model
@@ -23,20 +24,10 @@ from lamina.trainer.lora import LoraSpec, base_name, inject_lora, is_lora_name, 
 from lamina.trainer.train import train
 from lamina.trainer.validation import validate
 
-TIMING_KEYS = {"rollout_s", "update_s", "rss_mb", "max_rss_mb", "peak_memory_mb"}
 # test_exact's settings (choose mode, 2 PPO epochs of shuffled mini-batches, a KL reference), with
-# rank-2 adapters on blocks 1-2: block 0 stays a frozen prefix.
+# rank-2 adapters on blocks 1-2 in place of its plain selection: block 0 stays a frozen prefix.
 LORA_RUN = [
-    "model=tiny-random",
-    "env=frozenlake",
-    "env.max_steps=3",
-    "rollout.group_size=3",
-    "rollout.batch_size=1",
-    "trainer.update.ppo_epochs=2",
-    "trainer.update.mini_batch_size=4",
-    "trainer.lr=1e-2",
-    "eval.episodes=0",
-    "trainer.progress=false",
+    *(o for o in EXACT if not o.startswith("layers=")),
     "agent.mode=choose",
     "layers=lora:2@1-2",
 ]
