@@ -8,22 +8,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 from sweep_files import write_eval
+from test_sweep import FAST
 
 from lamina.cli import main
 from lamina.errors import ConfigError
 from lamina.study.arms import Arm, arm_config, arm_label, parse_arm_name, study_arms
 from lamina.study.config import compose_sweep_config
 from lamina.study.sweep import run_sweep
-
-FAST = [
-    "model=tiny-random",
-    "rollout.group_size=2",
-    "rollout.batch_size=2",
-    "env.max_steps=2",
-    "env.train_tasks=2",
-    "eval.episodes=2",
-    "study.bootstrap=200",
-]
 
 
 def _top_sweep(tmp_path) -> Path:

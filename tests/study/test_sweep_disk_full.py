@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from sweep_files import write_eval
+from test_sweep import FAST as SWEEP_FAST
 
 from lamina.cli import main
 from lamina.errors import DiskFull
@@ -21,16 +22,8 @@ from lamina.study.sweep import run_sweep
 from lamina.trainer import checkpoint
 from lamina.trainer.checkpoint import checkpoint_problem, latest_checkpoint
 
-FAST = [
-    "model=tiny-random",
-    "rollout.group_size=2",
-    "rollout.batch_size=2",
-    "env.max_steps=2",
-    "env.train_tasks=2",
-    "eval.episodes=2",
-    "study.bootstrap=200",
-    "study.layers=[0,1]",
-]
+# test_sweep's tiny settings, two single-block arms
+FAST = [*SWEEP_FAST, "study.layers=[0,1]"]
 ARMS = ["base-seed0", "full-seed0", "block00-seed0", "block01-seed0"]  # the order they run in
 
 
