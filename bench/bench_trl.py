@@ -33,11 +33,17 @@ Differences that remain: lamina's reference is its own initial copy of the train
 lamina stops a completion at ``</action>`` as well as at end of turn, TRL only at end of turn (each
 row shows the mean completion length of the timed step; the tiny random model runs to the limit on
 both). Completions are sampled, so the two sides' lengths differ from run to run.
+
+Where vLLM is installed, a third row runs lamina's side again with ``rollout.engine=vllm`` (block 15
+alone; the weight sync after each update is inside ``update_s``) against the same TRL row. Not in
+quick mode: vLLM's CPU attention has no kernel for the tiny model's head size, and a wider tiny
+model would need its own TRL run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import tempfile
 import time
@@ -51,6 +57,7 @@ SIZES = {True: (4, 16), False: (16, 32)}
 ONE_BLOCK = "middle:1"  # the default job's block: 15 of SmolLM2's 30, 2 of the tiny model's 4
 TARGETS = {"all": 0.6, ONE_BLOCK: 0.3}
 TRL_HINT = 'install it with pip install -e ".[bench]"'
+VLLM = ["rollout.engine=vllm", "rollout.vllm_memory=0.12"]  # 12% of host RAM for its KV cache
 
 
 def overrides(quick: bool, layers: str, steps: int, out: str) -> list[str]:
@@ -77,13 +84,13 @@ def overrides(quick: bool, layers: str, steps: int, out: str) -> list[str]:
     ]
 
 
-def lamina_steps(quick: bool, layers: str) -> list[dict]:
+def lamina_steps(quick: bool, layers: str, engine: tuple[str, ...] = ()) -> list[dict]:
     """``lamina train`` for STEPS iterations; each iteration's seconds and mean response tokens."""
     from lamina.commands.train import compose_config
     from lamina.trainer.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = train(compose_config(overrides(quick, layers, STEPS[quick], tmp)))
+        out = train(compose_config([*overrides(quick, layers, STEPS[quick], tmp), *engine]))
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [
         {"s": m["rollout_s"] + m["update_s"], "tokens": m["mean_response_tokens"]}
@@ -216,12 +223,19 @@ def rows(quick: bool) -> list[Row]:
     model = "tiny random Llama" if quick else "SmolLM2-135M"
     completions, tokens = SIZES[quick]
     blocks = 4 if quick else 30
-    result = []
-    for layers, target in TARGETS.items():
-        trl_best = _best(in_fresh_process(trl_steps, quick, layers)[0])
-        lamina_best = _best(in_fresh_process(lamina_steps, quick, layers)[0])
+    arms = [(layers, (), target) for layers, target in TARGETS.items()]
+    if not quick and importlib.util.find_spec("vllm") is not None:
+        arms.append((ONE_BLOCK, tuple(VLLM), TARGETS[ONE_BLOCK]))
+    result, trl_rows = [], {}
+    for layers, engine, target in arms:
+        if layers not in trl_rows:
+            trl_rows[layers] = _best(in_fresh_process(trl_steps, quick, layers)[0])
+        trl_best = trl_rows[layers]
+        lamina_best = _best(in_fresh_process(lamina_steps, quick, layers, engine)[0])
         ratio = lamina_best["s"] / trl_best["s"]
         which = "all blocks" if layers == "all" else f"block {blocks // 2} alone"
+        if engine:
+            which += ", lamina sampling with vLLM (CPU build)"
         result.append(
             Row(
                 f"GRPO iteration, {which} (arithmetic, 1 prompt x {completions} completions <= {tokens} "
