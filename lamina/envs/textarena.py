@@ -130,6 +130,43 @@ def _hanoi_expert(game_state: dict[str, Any]) -> str | None:
 EXPERTS = {"TowerOfHanoi": _hanoi_expert}
 
 
+# Legal moves, for the games whose moves can be listed from their state: TextArena itself lists none,
+# and without a list choose mode cannot play them. Each function takes the game (TextArena's env
+# object, unwrapped) and returns its moves in the game's own format, every one of them valid.
+def _guess_moves(game: Any) -> list[str]:
+    return [f"[{n}]" for n in range(game.min_number, game.max_number + 1) if n not in game.guessed_numbers]
+
+
+def _lake_moves(game: Any) -> list[str]:
+    row, col = game.state.game_state["player_pos"]
+    steps = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}  # off the grid is invalid
+    return [
+        f"[{name}]"
+        for name, (dr, dc) in steps.items()
+        if 0 <= row + dr < game.size and 0 <= col + dc < game.size
+    ]
+
+
+def _hanoi_moves(game: Any) -> list[str]:
+    towers = game.state.game_state["towers"]
+    return [
+        f"[{a} {b}]"
+        for a in towers
+        for b in towers
+        if a != b and towers[a] and (not towers[b] or towers[b][-1] > towers[a][-1])
+    ]
+
+
+LEGAL_MOVES = {
+    "GuessTheNumber": _guess_moves,  # the numbers in range not guessed yet (a repeat is invalid)
+    "FrozenLake": _lake_moves,
+    "TowerOfHanoi": _hanoi_moves,
+    "ThreeCardMonte": lambda game: [f"[{cup}]" for cup in range(game.num_cups)],
+    "Bandit": lambda game: [f"[{button}]" for button in game.buttons],
+    "Blackjack": lambda game: ["[hit]", "[stand]"],
+}
+
+
 class TextArenaEnv(TextEnv):
     """One TextArena single-player game per episode, seeded by the reset seed.
 
@@ -156,10 +193,12 @@ class TextArenaEnv(TextEnv):
     registration's ``max_episode_steps`` (100) or ``env.max_steps``.
 
     ## Info
-    ``task`` (the game's rules and move format), ``admissible_actions`` None (TextArena lists no
-    legal moves), ``anchor`` (a SHA-1 of the game's ``game_state``, secrets included: the board,
-    the code to crack), ``won`` (the game ended with reward 1), ``action_valid``, ``task_type``
-    (the game id), ``reason`` (TextArena's words on the outcome, once over).
+    ``task`` (the game's rules and move format), ``admissible_actions``: the legal moves for the
+    games in ``LEGAL_MOVES`` (Guess the Number, Frozen Lake, Tower of Hanoi, Three-Card Monte,
+    Bandit, Blackjack), so choose mode can play them; None for the others (TextArena itself lists
+    no legal moves) and once the game is over. ``anchor`` (a SHA-1 of the game's ``game_state``,
+    secrets included: the board, the code to crack), ``won`` (the game ended with reward 1),
+    ``action_valid``, ``task_type`` (the game id), ``reason`` (TextArena's words on the outcome, once over).
     ``expert_action()``: the Tower of Hanoi games only (``EXPERTS``).
 
     ## Arguments
@@ -316,10 +355,16 @@ class TextArenaEnv(TextEnv):
         self._last_observation = feedback
         return feedback, 0.0, terminated, False, self._info(action_valid=False)
 
+    def _legal_moves(self) -> list[str] | None:
+        moves = LEGAL_MOVES.get(game_family(self.game))
+        if moves is None or self._done:
+            return None
+        return moves(self._env.unwrapped if hasattr(self._env, "unwrapped") else self._env)
+
     def _info(self, action_valid: bool) -> dict[str, Any]:
         return make_info(
             task=self._task,
-            admissible_actions=None,
+            admissible_actions=self._legal_moves(),
             anchor=self._anchor,
             won=self._won,
             action_valid=action_valid,

@@ -16,6 +16,7 @@ from lamina.envs import make  # noqa: E402
 from lamina.envs.runner import EnvGroupRunner  # noqa: E402
 from lamina.envs.textarena import (  # noqa: E402
     EXPERTS,
+    LEGAL_MOVES,
     NEEDS_LLM_API,
     NEEDS_NLTK_DATA,
     OFFLINE_GAMES,
@@ -122,6 +123,53 @@ def test_invalid_moves_change_nothing_and_never_end_the_game():
     strict = TextArenaEnv(game="TowerOfHanoi-v0", format_actions=False)
     strict.reset(seed=0)
     assert not strict.step("A C")[4]["action_valid"] and strict.step("[A C]")[4]["action_valid"]
+
+
+LISTED_GAMES = [
+    "GuessTheNumber-v0",
+    "FrozenLake-v0-random",
+    "TowerOfHanoi-v0",
+    "ThreeCardMonte-v0",
+    "Bandit-v0",
+    "Blackjack-v0",
+]
+
+
+@pytest.mark.parametrize("game", LISTED_GAMES)
+def test_legal_moves_are_exactly_valid_until_the_end(game):
+    assert {game_family(g) for g in LISTED_GAMES} == set(LEGAL_MOVES)
+    env, rng = TextArenaEnv(game=game), random.Random(0)
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        for _ in range(200):
+            legal = info["admissible_actions"]
+            assert legal and len(set(legal)) == len(legal), legal
+            move = rng.choice(legal)
+            _, _, terminated, _, info = env.step(move)
+            assert info["action_valid"], (game, seed, move)
+            if terminated:
+                assert info["admissible_actions"] is None  # nothing is legal once the game is over
+                break
+        else:
+            pytest.fail(f"{game} seed {seed} did not end in 200 listed moves")
+
+
+def test_listed_moves_leave_out_what_the_game_refuses():
+    guess = TextArenaEnv(game="GuessTheNumber-v0")
+    _, info = guess.reset(seed=1)
+    assert info["admissible_actions"] == [f"[{n}]" for n in range(1, 21)]
+    _, _, _, _, info = guess.step("[7]")
+    assert "[7]" not in info["admissible_actions"] and len(info["admissible_actions"]) == 19
+    assert not guess.step("[7]")[4]["action_valid"]  # the game refuses a repeat, as the list says
+    lake = TextArenaEnv(game="FrozenLake-v0")  # the player starts in the top-left corner
+    _, info = lake.reset(seed=0)
+    assert sorted(info["admissible_actions"]) == ["[down]", "[right]"]
+    assert not lake.step("[up]")[4]["action_valid"]
+    hanoi = TextArenaEnv(game="TowerOfHanoi-v0")
+    _, info = hanoi.reset(seed=0)
+    assert sorted(info["admissible_actions"]) == ["[A B]", "[A C]"]
+    assert not hanoi.step("[B C]")[4]["action_valid"]  # from an empty peg
+    assert TextArenaEnv(game="2048-v0").reset(seed=0)[1]["admissible_actions"] is None  # not listed
 
 
 def test_hanoi_expert_solves_from_any_position():
