@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import tempfile
 import time
@@ -74,13 +75,10 @@ def vllm_rate(quick: bool, path: str) -> tuple[float, float, float, float, float
 
 def iteration_s(quick: bool, engine: str) -> tuple[float, float]:
     """(seconds of the best iteration after the first, mean response tokens of that iteration)."""
-    import json
-
     from lamina.trainer.train import train
 
     cfg = config(
         quick,
-        "agent.mode=generate",
         f"layers={ONE_BLOCK[quick]}",
         f"rollout.engine={engine}",
         f"trainer.iterations={ITERATIONS}",

@@ -31,7 +31,7 @@ import ray
 import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
-from verl_cpu import first_admissible
+from verl_cpu import first_admissible, hf_sample, token_log_probs
 
 NAME = "lamina_hf"
 
@@ -74,9 +74,6 @@ class HFServer:
     def _generate(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> TokenOutput:
         with self.lock:
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
-            ids = torch.as_tensor([list(prompt_ids)])
-            temperature = float(sampling_params.get("temperature", 1.0))
-            top_k = int(sampling_params.get("top_k", -1))
             self.requests += 1
             action = first_admissible(self.tokenizer.decode(prompt_ids)) if self.scripted else None
             if action and self.requests % 2 == 0:
@@ -85,27 +82,9 @@ class HFServer:
                 response = self.tokenizer.encode(f"<action>{action}</action>", add_special_tokens=False)
                 with torch.no_grad():
                     logits = self.model(torch.as_tensor([list(prompt_ids) + response])).logits[0]
-                scores = list(logits[len(prompt_ids) - 1 : -1, None])
+                log_probs = token_log_probs(logits[len(prompt_ids) - 1 : -1, None], response)
             else:
-                with torch.no_grad():
-                    out = self.model.generate(
-                        ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=int(sampling_params.get("max_tokens", 16)),
-                        do_sample=temperature > 0,
-                        temperature=temperature if temperature > 0 else None,
-                        top_p=float(sampling_params.get("top_p", 1.0)) if temperature > 0 else None,
-                        top_k=top_k if top_k > 0 else 0,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        output_scores=True,
-                        return_dict_in_generate=True,
-                    )
-                response = out.sequences[0, ids.shape[1] :].tolist()
-                scores = list(out.scores)
-            log_probs = [
-                torch.log_softmax(score[0].float(), dim=-1)[token].item()
-                for score, token in zip(scores, response, strict=False)
-            ]
+                response, log_probs = hf_sample(self.model, self.tokenizer, prompt_ids, sampling_params)
         return TokenOutput(
             token_ids=response,
             log_probs=log_probs,

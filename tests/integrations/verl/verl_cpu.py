@@ -58,6 +58,37 @@ def single_process_env() -> dict[str, str]:
     }
 
 
+def token_log_probs(scores, response: list[int]) -> list[float]:
+    """Each response token's log-prob under its step's logits (``scores``: one (1, V) row per token)."""
+    return [
+        torch.log_softmax(score[0].float(), dim=-1)[token].item()
+        for score, token in zip(scores, response, strict=False)
+    ]
+
+
+def hf_sample(model, tokenizer, prompt_ids, sampling_params: dict) -> tuple[list[int], list[float]]:
+    """One HF ``generate`` call with verl's sampling parameters (temperature 0: greedy; top_k -1 and
+    top_p 1: off): the response tokens and their log-probs."""
+    ids = torch.as_tensor([list(prompt_ids)])
+    temperature = float(sampling_params.get("temperature", 1.0))
+    top_k = int(sampling_params.get("top_k", -1))
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=int(sampling_params.get("max_tokens", 16)),
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_p=float(sampling_params.get("top_p", 1.0)) if temperature > 0 else None,
+            top_k=top_k if top_k > 0 else 0,
+            pad_token_id=tokenizer.pad_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    response = out.sequences[0, ids.shape[1] :].tolist()
+    return response, token_log_probs(out.scores, response)
+
+
 class HFServerClient:
     """verl's ``LLMServerClient.generate`` interface, answered by HF ``generate`` on the CPU.
 
@@ -74,25 +105,7 @@ class HFServerClient:
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
         self.requests.append((request_id, list(prompt_ids), dict(sampling_params)))
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
-        ids = torch.as_tensor([prompt_ids])
-        temperature = float(sampling_params.get("temperature", 1.0))
-        with torch.no_grad():
-            out = self.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=int(sampling_params.get("max_tokens", 16)),
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                top_k=0,
-                pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
-            )
-        response = out.sequences[0, ids.shape[1] :].tolist()
-        log_probs = [
-            torch.log_softmax(score[0].float(), dim=-1)[token].item()
-            for score, token in zip(out.scores, response, strict=False)
-        ]
+        response, log_probs = hf_sample(self.model, self.tokenizer, prompt_ids, sampling_params)
         return TokenOutput(token_ids=response, log_probs=log_probs, stop_reason="completed")
 
 
