@@ -23,6 +23,8 @@ nearly independent of the rank.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import re
 import shutil
 from collections.abc import Iterable
@@ -215,6 +217,31 @@ def study_arms(study: Any, blocks: Iterable[int], num_blocks: int, lr: float) ->
     return plan_arms(blocks, study.seeds, extra, lrs)
 
 
+def pin_top_arms(arms: list[Arm], sweep_dir: Path, num_blocks: int) -> list[Arm]:
+    """The arms with every ``top:K@<sweep>`` spec (LoRA on one included) replaced by its blocks,
+    resolved once: the blocks ``arms.json`` recorded for that arm when the sweep first planned it,
+    else the source sweep's ``contribution.csv`` now.
+
+    The source may still be growing (``top:2@`` the sweep's own folder, for "the top 2 blocks of
+    the first seed"); re-reading it on each resume would train other blocks for later seeds, or
+    other blocks than a half-finished arm's checkpoint holds.
+    """
+    plan = Path(sweep_dir) / "arms.json"
+    pinned: dict[str, list[int]] = {}
+    if plan.exists():
+        for row in json.loads(plan.read_text()):
+            if row.get("blocks") is not None:
+                pinned.setdefault(row["label"], row["blocks"])
+    out = []
+    for arm in arms:
+        rank, inner = split_lora(arm.spec) if arm.spec is not None else (None, None)
+        if isinstance(inner, str) and re.fullmatch(r"top:\d+@.+", inner.strip()):
+            blocks = pinned.setdefault(arm.label, parse_layers(inner, num_blocks))
+            arm = dataclasses.replace(arm, spec=list(blocks) if rank is None else f"lora:{rank}@{blocks}")
+        out.append(arm)
+    return out
+
+
 def arm_config(shared: RunConfig, arm: Arm, sweep_dir: Path, num_blocks: int) -> RunConfig:
     """The arm's run config: the shared settings with its layers, learning rate, seed, folder, and
     resume on.
@@ -234,10 +261,9 @@ def arm_config(shared: RunConfig, arm: Arm, sweep_dir: Path, num_blocks: int) ->
 
 
 def write_arm_plan(sweep_dir: Path, shared: RunConfig, arms: list[Arm], num_blocks: int) -> list[dict]:
-    """``arms.json``: every planned arm's folder, label, layers, learning rate and trainable-parameter
-    count (counted on a weightless copy of the model, ``lamina.trainer.sizes``); returns its rows."""
-    import json
-
+    """``arms.json``: every planned arm's folder, label, layers, blocks, learning rate and
+    trainable-parameter count (counted on a weightless copy of the model, ``lamina.trainer.sizes``);
+    returns its rows."""
     from lamina.trainer.sizes import model_skeleton, trainable_parameter_count
 
     skeleton = model_skeleton(shared.model)
@@ -254,6 +280,7 @@ def write_arm_plan(sweep_dir: Path, shared: RunConfig, arms: list[Arm], num_bloc
                 "label": arm.label,
                 "seed": arm.seed,
                 "layers": arm.layers,
+                "blocks": parse_layers(arm.layers, num_blocks),
                 "lr": cfg.trainer.lr,
                 "trainable_parameters": counts[key],
             }

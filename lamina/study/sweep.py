@@ -35,6 +35,7 @@ from lamina.study.arms import (
     check_same_settings,
     extra_arms,
     is_finished,
+    pin_top_arms,
     prune_checkpoints,
     study_arms,
     write_arm_plan,
@@ -217,7 +218,7 @@ def _run_arms(
     console: Console,
 ) -> Path:
     """``run_sweep`` in its claimed folder: the unfinished arms, then the contribution outputs."""
-    arms = study_arms(cfg.study, blocks, num_blocks, shared.trainer.lr)
+    arms = pin_top_arms(study_arms(cfg.study, blocks, num_blocks, shared.trainer.lr), sweep_dir, num_blocks)
     write_arm_plan(sweep_dir, shared, arms, num_blocks)  # arms.json: layers, lr, trainable parameters
     states = [ArmState(arm, arm.name(num_blocks)) for arm in arms]
     status = SweepStatus(states, cfg.study.metric, console)

@@ -56,6 +56,35 @@ def test_top_k_arm_of_an_earlier_sweep(tmp_path):
     assert parse_layers(run.layers, 4) == [0, 2]
 
 
+def test_top_k_arm_keeps_the_blocks_it_was_first_planned_with(tmp_path):
+    """A top-K arm's source sweep may change while the sweep runs (e.g. it is the sweep's own
+    folder gaining seeds); later seeds and resumed arms train the blocks picked the first time."""
+    earlier = _top_sweep(tmp_path)
+    sweep = tmp_path / "sweep"
+    arms = f"study.arms=['top:2@{earlier}','lora:1@top:1@{earlier}']"
+    overrides = [*FAST, "study.layers=[1]", arms, f"study.output_dir={sweep}"]
+    first = Recorder()
+    run_sweep(compose_sweep_config(overrides), train_fn=first)
+    layers = {Path(c.trainer.output_dir).name: c.layers for c in first.calls}
+    assert layers["top2@earlier-sweep-seed0"] == [0, 2]
+    assert layers["lora1@top1@earlier-sweep-seed0"] == "lora:1@[2]"
+    plan = {row["arm"]: row for row in json.loads((sweep / "arms.json").read_text())}
+    assert plan["top2@earlier-sweep-seed0"]["blocks"] == [0, 2] and plan["block01-seed0"]["blocks"] == [1]
+    # The source now ranks blocks 1 and 0 best; a second seed still trains the first pick.
+    rows = ["block,score,contribution", "base,0.1,0", "full,0.5,1", "0,0.4,0.75", "1,0.9,2", "2,0.1,0"]
+    (earlier / "contribution.csv").write_text("\n".join(rows) + "\n")
+    second = Recorder()
+    run_sweep(compose_sweep_config([*overrides, "study.seeds=[0,1]"]), train_fn=second)
+    layers = {Path(c.trainer.output_dir).name: c.layers for c in second.calls}
+    assert layers["top2@earlier-sweep-seed1"] == [0, 2]
+    assert layers["lora1@top1@earlier-sweep-seed1"] == "lora:1@[2]"
+    # A new sweep folder reads the source as it is now.
+    fresh = Recorder()
+    run_sweep(compose_sweep_config([*overrides[:-1], f"study.output_dir={tmp_path / 'new'}"]), train_fn=fresh)
+    layers = {Path(c.trainer.output_dir).name: c.layers for c in fresh.calls}
+    assert layers["top2@earlier-sweep-seed0"] == [0, 1]
+
+
 def test_plan_learning_rates_and_folders(tmp_path):
     cfg = compose_sweep_config(
         [

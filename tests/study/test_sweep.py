@@ -13,7 +13,7 @@ from sweep_files import write_eval
 
 from lamina.cli import main
 from lamina.errors import ConfigError, StoppedBySignal, TrainingStopped
-from lamina.study.arms import Arm, arm_config, check_same_settings, parse_arm_name, plan_arms
+from lamina.study.arms import Arm, arm_config, check_same_settings, parse_arm_name, plan_arms, study_arms
 from lamina.study.config import compose_sweep_config
 from lamina.study.ensemble import evaluate_ensemble
 from lamina.study.sweep import run_sweep
@@ -40,6 +40,11 @@ def test_config_defaults_and_presets():
     gigpo = compose_sweep_config(["study=demo_gigpo"])
     assert gigpo.algorithm.estimator == "gigpo" and gigpo.study.output_dir == "runs/study/demo-gigpo"
     assert compose_sweep_config(["study=demo", "study.seeds=[3]"]).study.seeds == [3]
+    second = compose_sweep_config(["study=tw_hard"])
+    assert second.env.kwargs["settings"]["level"] == 3 and second.algorithm.episode_stats == "trajectory"
+    assert (second.rollout.batch_size, second.trainer.iterations, second.eval.episodes) == (4, 6, 128)
+    lrs = {a.name(30): a.lr for a in study_arms(second.study, [0, 15], 30, second.trainer.lr)}
+    assert lrs["full-seed0"] == 1e-4 and lrs["lora1@all-seed0"] == 1e-3 and lrs["block15-seed0"] == 1e-3
 
 
 @pytest.mark.parametrize(
