@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from lamina.errors import ConfigError
 from lamina.trainer.checkpoint import checkpoint_folders
 from lamina.trainer.config import RunConfig
-from lamina.trainer.layers import parse_layers, split_lora
+from lamina.trainer.layers import TOP_SPEC, parse_layers, split_lora
 
 ARM_PATTERN = re.compile(r"^(base|full|block(\d+))-seed(\d+)$")
 KINDS = ("base", "full", "block")
@@ -133,7 +133,7 @@ def arm_label(spec: Any, num_blocks: int) -> str:
         )
     if text is not None and (m := re.fullmatch(r"middle:(\d+)", text)):
         body = f"middle{m.group(1)}"
-    elif text is not None and (m := re.fullmatch(r"top:(\d+)@(.+)", text)):
+    elif text is not None and (m := TOP_SPEC.fullmatch(text)):
         source = re.sub(r"[^A-Za-z0-9._-]", "_", Path(m.group(2).rstrip("/")).name) or "sweep"
         body = f"top{m.group(1)}@{source}"
     elif text == "all":
@@ -235,7 +235,7 @@ def pin_top_arms(arms: list[Arm], sweep_dir: Path, num_blocks: int) -> list[Arm]
     out = []
     for arm in arms:
         rank, inner = split_lora(arm.spec) if arm.spec is not None else (None, None)
-        if isinstance(inner, str) and re.fullmatch(r"top:\d+@.+", inner.strip()):
+        if isinstance(inner, str) and TOP_SPEC.fullmatch(inner.strip()):
             blocks = pinned.setdefault(arm.label, parse_layers(inner, num_blocks))
             arm = dataclasses.replace(arm, spec=list(blocks) if rank is None else f"lora:{rank}@{blocks}")
         out.append(arm)

@@ -72,6 +72,8 @@ def _top_blocks_of_sweep(k: int, sweep_dir: str, num_blocks: int) -> list[int]:
 
 LORA_SPEC = re.compile(r"lora:(\d+)(?:@(.*))?")
 LORA_FORMS = "'lora:R' (every block), 'lora:R@<blocks>' (e.g. 'lora:1@all', 'lora:8@14', 'lora:4@middle:3')"
+# "top:K@<sweep dir>": K, and the sweep folder whose contribution.csv ranks the blocks.
+TOP_SPEC = re.compile(r"top:(\d+)@(.+)")
 VALID_FORMS = f"[i, j, ...], 'a-b', 'middle:K', 'top:K@<sweep dir>', 'all', 'none', {LORA_FORMS}"
 
 
@@ -118,7 +120,7 @@ def parse_layers(spec: object, num_blocks: int) -> list[int]:
                 )
             start = num_blocks // 2 - k // 2
             return list(range(start, start + k))
-        if m := re.fullmatch(r"top:(\d+)@(.+)", text):
+        if m := TOP_SPEC.fullmatch(text):
             blocks = _top_blocks_of_sweep(int(m.group(1)), m.group(2), num_blocks)
         elif m := re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", text):
             lo, hi = int(m.group(1)), int(m.group(2))
