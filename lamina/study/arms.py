@@ -163,29 +163,52 @@ def extra_arms(study: Any, num_blocks: int, lr: float) -> list[tuple[str, Any, f
             )
         labels[label] = spec
         arms.append((label, spec, arm_lr(study, label, spec, lr)))
-    valid_keys = {"full", "block", *labels, *(str(s) for s in labels.values())}
-    for key in dict(study.lr_per_arm or {}):
-        if str(key) not in valid_keys and not re.fullmatch(r"(block )?\d+", str(key)):
-            raise ConfigError(
-                f"study.lr_per_arm has key {str(key)!r}, which names no arm; valid: full, block (every "
-                f"single-block arm), 'block N' or N, or a study.arms entry ({', '.join(labels) or 'none'})"
-            )
-        if not float(study.lr_per_arm[key]) > 0:
-            raise ConfigError(f"study.lr_per_arm[{str(key)!r}]={study.lr_per_arm[key]} must be > 0")
+    _check_per_arm_keys("lr_per_arm", dict(study.lr_per_arm or {}), labels, ("full", "block"))
+    memory = dict(getattr(study, "memory_per_arm", None) or {})
+    _check_per_arm_keys("memory_per_arm", memory, labels, ("base", "full", "block", "default"))
     return arms
+
+
+def _check_per_arm_keys(key: str, table: dict, labels: dict[str, Any], kinds: tuple[str, ...]) -> None:
+    """Every key of ``study.<key>`` names an arm and maps it to a positive number."""
+    valid_keys = {*kinds, *labels, *(str(s) for s in labels.values())}
+    for name, value in table.items():
+        if str(name) not in valid_keys and not re.fullmatch(r"(block )?\d+", str(name)):
+            raise ConfigError(
+                f"study.{key} has key {str(name)!r}, which names no arm; valid: {', '.join(kinds)} "
+                f"(block: every single-block arm), 'block N' or N, or a study.arms entry "
+                f"({', '.join(labels) or 'none'})"
+            )
+        if not float(value) > 0:
+            raise ConfigError(f"study.{key}[{str(name)!r}]={value} must be > 0")
+
+
+def per_arm_value(table: Any, label: str, spec: Any) -> float | None:
+    """An arm's entry in a per-arm mapping (``study.lr_per_arm``, ``study.memory_per_arm``): by
+    ``block 15``, ``15`` or ``block`` for a single block, else by its spec as written or its label."""
+    values = {str(k): float(v) for k, v in dict(table or {}).items()}
+    if label.startswith("block "):
+        keys = [label, label.removeprefix("block "), "block"]
+    else:
+        keys = [str(spec), label]
+    return next((values[k] for k in keys if k in values), None)
+
+
+def arm_memory_gib(study: Any, arm: Arm) -> float:
+    """The memory (GiB) Ray reserves for the arm: its ``study.memory_per_arm`` entry, else the
+    ``default`` entry; 0: none."""
+    table = dict(getattr(study, "memory_per_arm", None) or {})
+    spec = arm.label if arm.kind in KINDS else arm.spec
+    value = per_arm_value(table, arm.label, spec)
+    return value if value is not None else float(table.get("default", 0.0))
 
 
 def arm_lr(study: Any, label: str, spec: Any, lr: float) -> float:
     """An arm's learning rate: its ``study.lr_per_arm`` entry, else ``lr`` (x ``study.lora_lr_scale``
     for a LoRA arm; see the module docstring)."""
-    table = {str(k): float(v) for k, v in dict(study.lr_per_arm or {}).items()}
-    if label.startswith("block "):
-        keys = [label, label.removeprefix("block "), "block"]
-    else:
-        keys = [str(spec), label]
-    for key in keys:
-        if key in table:
-            return table[key]
+    value = per_arm_value(study.lr_per_arm, label, spec)
+    if value is not None:
+        return value
     return lr * study.lora_lr_scale if split_lora(spec)[0] is not None else lr
 
 
@@ -263,7 +286,11 @@ def arm_config(shared: RunConfig, arm: Arm, sweep_dir: Path, num_blocks: int) ->
 def write_arm_plan(sweep_dir: Path, shared: RunConfig, arms: list[Arm], num_blocks: int) -> list[dict]:
     """``arms.json``: every planned arm's folder, label, layers, blocks, learning rate and
     trainable-parameter count (counted on a weightless copy of the model, ``lamina.trainer.sizes``);
-    returns its rows."""
+    returns its rows.
+
+    Rows of arms an earlier run of the sweep planned and this one does not (a run of a subset:
+    ``study.seeds=[1]``) are kept after this plan's, so their pinned ``top:K`` blocks survive it.
+    """
     from lamina.trainer.sizes import model_skeleton, trainable_parameter_count
 
     skeleton = model_skeleton(shared.model)
@@ -285,7 +312,11 @@ def write_arm_plan(sweep_dir: Path, shared: RunConfig, arms: list[Arm], num_bloc
                 "trainable_parameters": counts[key],
             }
         )
-    (Path(sweep_dir) / "arms.json").write_text(json.dumps(rows, indent=1))
+    plan = Path(sweep_dir) / "arms.json"
+    if plan.exists():
+        planned = {row["arm"] for row in rows}
+        rows += [row for row in json.loads(plan.read_text()) if row["arm"] not in planned]
+    plan.write_text(json.dumps(rows, indent=1))
     return rows
 
 

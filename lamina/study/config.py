@@ -37,6 +37,10 @@ class StudyConfig:
         ray_address: None for a local Ray; else a running cluster's address (``auto``, ``ray://...``).
         gpus_per_arm: GPUs Ray reserves per arm; None: 1 when the cluster has GPUs, else 0.
         cpus_per_arm: CPUs Ray reserves per arm.
+        memory_per_arm: GiB Ray reserves per arm (its ``memory`` resource), by ``base``, ``full``,
+            ``block``, ``block 15`` or ``15``, or a ``study.arms`` entry; ``default`` for the
+            others (else none). Arms whose peaks would not fit together then run one after the
+            other. Take the values from a finished arm's ``peak_memory_mb`` in ``metrics.jsonl``.
         bootstrap: replicates of the bootstrap over held-out episodes and seeds.
         confidence: level of the bootstrap intervals (0.95: the 2.5% and 97.5% percentiles).
         bootstrap_seed: seeds the bootstrap's generator (the same tables every time).
@@ -69,6 +73,7 @@ class StudyConfig:
     ray_address: str | None = None
     gpus_per_arm: float | None = None
     cpus_per_arm: float = 1.0
+    memory_per_arm: dict[Any, float] = field(default_factory=dict)
     bootstrap: int = 2000
     confidence: float = 0.95
     bootstrap_seed: int = 0

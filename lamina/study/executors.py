@@ -24,6 +24,9 @@ from lamina.errors import ConfigError, DiskFull, StoppedBySignal
 from lamina.study.arms import Arm
 from lamina.trainer.config import RunConfig
 
+GIB = 2**30
+LOCAL_OBJECT_STORE = GIB  # a local Ray's object store: arms return their run time, nothing more
+
 
 @dataclass
 class ArmState:
@@ -170,10 +173,17 @@ def run_ray(
     address: str | None,
     gpus_per_arm: float | None,
     cpus_per_arm: float,
+    memory_gib: dict[str, float] | None = None,
 ) -> None:
     """Runs the arms as Ray tasks (a local Ray, or the cluster at ``address``), as many at once as
     the cluster's CPUs/GPUs allow; with GPUs each arm gets its own (Ray sets CUDA_VISIBLE_DEVICES,
-    so the arm's ``trainer.device=auto`` or ``cuda`` is that GPU)."""
+    so the arm's ``trainer.device=auto`` or ``cuda`` is that GPU).
+
+    ``memory_gib`` (by arm name, ``study.memory_per_arm``) is reserved with Ray's ``memory``
+    resource, so arms whose peaks would not fit in the node's memory together run one after the
+    other. A local Ray started here keeps a small object store (arms return one number), leaving
+    the rest of the available memory to that resource; Ray's default store takes 30% of it.
+    """
     try:
         import ray
     except ImportError:
@@ -182,23 +192,51 @@ def run_ray(
             "or use study.executor=serial"
         ) from None
     started_here = not ray.is_initialized()
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    local = address is None and started_here  # "local": a new Ray here, not a `ray start` one found
+    ray.init(
+        address="local" if local else address,
+        object_store_memory=LOCAL_OBJECT_STORE if local else None,
+        ignore_reinit_error=True,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
-        _submit_and_wait(ray, jobs, status, ray_resources(ray, gpus_per_arm), cpus_per_arm)
+        memory = memory_gib or {}
+        check_memory_fits(memory, ray.cluster_resources().get("memory", 0.0), [name for name, _ in jobs])
+        _submit_and_wait(ray, jobs, status, ray_resources(ray, gpus_per_arm), cpus_per_arm, memory)
     finally:
         if started_here:
             ray.shutdown()  # disconnects from a cluster; stops a local Ray this call started
 
 
+def check_memory_fits(memory_gib: dict[str, float], cluster_bytes: float, names: list[str]) -> None:
+    """Raises ``ConfigError`` when an arm asks for more memory than the Ray cluster has (Ray would
+    otherwise wait for it forever)."""
+    for name in names:
+        need = memory_gib.get(name, 0.0)
+        if need * GIB > cluster_bytes:
+            raise ConfigError(
+                f"study.memory_per_arm gives arm {name} {need:g} GiB, but the Ray cluster has "
+                f"{cluster_bytes / GIB:.1f} GiB of memory for tasks; give at most that, or none"
+            )
+
+
 def _submit_and_wait(
-    ray, jobs: list[tuple[str, RunConfig]], status: SweepStatus, gpus: float, cpus: float
+    ray,
+    jobs: list[tuple[str, RunConfig]],
+    status: SweepStatus,
+    gpus: float,
+    cpus: float,
+    memory_gib: dict[str, float] | None = None,
 ) -> None:
     task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=0)(_train_arm)
     pending = {}
     for name, cfg in jobs:
         if gpus > 0 and str(cfg.trainer.device).startswith("cuda"):
             cfg.trainer.device = "cuda"  # the one GPU Ray gives this worker, whatever its global index
-        pending[task.remote(cfg, cpus)] = (name, Path(cfg.trainer.output_dir))
+        need = (memory_gib or {}).get(name, 0.0)
+        submit = task.options(memory=int(need * GIB)) if need > 0 else task
+        pending[submit.remote(cfg, cpus)] = (name, Path(cfg.trainer.output_dir))
         status.start(name, "submitted", show=False)
     status.show()
     while pending:

@@ -32,6 +32,7 @@ from lamina.errors import ConfigError, TrainingStopped
 from lamina.study.arms import (
     EXTRA_FOLDERS,
     arm_config,
+    arm_memory_gib,
     check_same_settings,
     extra_arms,
     is_finished,
@@ -218,7 +219,9 @@ def _run_arms(
     console: Console,
 ) -> Path:
     """``run_sweep`` in its claimed folder: the unfinished arms, then the contribution outputs."""
-    arms = pin_top_arms(study_arms(cfg.study, blocks, num_blocks, shared.trainer.lr), sweep_dir, num_blocks)
+    planned = study_arms(cfg.study, blocks, num_blocks, shared.trainer.lr)
+    memory = {arm.name(num_blocks): arm_memory_gib(cfg.study, arm) for arm in planned}  # by spec as written
+    arms = pin_top_arms(planned, sweep_dir, num_blocks)
     write_arm_plan(sweep_dir, shared, arms, num_blocks)  # arms.json: layers, lr, trainable parameters
     states = [ArmState(arm, arm.name(num_blocks)) for arm in arms]
     status = SweepStatus(states, cfg.study.metric, console)
@@ -233,7 +236,8 @@ def _run_arms(
         _prepare_model_cache(cfg)
         for _, arm_cfg in jobs:
             arm_cfg.trainer.progress = False  # parallel progress bars would interleave
-        run_ray(jobs, status, cfg.study.ray_address, cfg.study.gpus_per_arm, cfg.study.cpus_per_arm)
+        study = cfg.study
+        run_ray(jobs, status, study.ray_address, study.gpus_per_arm, study.cpus_per_arm, memory)
     elif jobs:
         from lamina.backend import train
 

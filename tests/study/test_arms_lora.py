@@ -12,7 +12,7 @@ from test_sweep import FAST
 
 from lamina.cli import main
 from lamina.errors import ConfigError
-from lamina.study.arms import Arm, arm_config, arm_label, parse_arm_name, study_arms
+from lamina.study.arms import Arm, arm_config, arm_label, arm_memory_gib, parse_arm_name, study_arms
 from lamina.study.config import compose_sweep_config
 from lamina.study.sweep import run_sweep
 
@@ -70,6 +70,11 @@ def test_top_k_arm_keeps_the_blocks_it_was_first_planned_with(tmp_path):
     assert layers["lora1@top1@earlier-sweep-seed0"] == "lora:1@[2]"
     plan = {row["arm"]: row for row in json.loads((sweep / "arms.json").read_text())}
     assert plan["top2@earlier-sweep-seed0"]["blocks"] == [0, 2] and plan["block01-seed0"]["blocks"] == [1]
+    # A run of a subset (seed 1, no top arm) keeps the top arm's row, so its pin survives it.
+    subset = [*FAST, "study.layers=[1]", "study.arms=[]", "study.seeds=[1]", f"study.output_dir={sweep}"]
+    run_sweep(compose_sweep_config(subset), train_fn=Recorder())
+    plan = {row["arm"]: row for row in json.loads((sweep / "arms.json").read_text())}
+    assert plan["top2@earlier-sweep-seed0"]["blocks"] == [0, 2] and "full-seed1" in plan
     # The source now ranks blocks 1 and 0 best; a second seed still trains the first pick.
     rows = ["block,score,contribution", "base,0.1,0", "full,0.5,1", "0,0.4,0.75", "1,0.9,2", "2,0.1,0"]
     (earlier / "contribution.csv").write_text("\n".join(rows) + "\n")
@@ -127,6 +132,8 @@ def test_plan_learning_rates_and_folders(tmp_path):
         ("++study.lr_per_arm={lora2:1e-4}", "study.lr_per_arm has key 'lora2', which names no arm; valid:"),
         ("++study.lr_per_arm={full:0}", "study.lr_per_arm['full']=0.0 must be > 0"),
         ("study.lora_lr_scale=0", "study.lora_lr_scale=0.0 must be > 0"),
+        ("++study.memory_per_arm={blocks:4}", "study.memory_per_arm has key 'blocks', which names no arm"),
+        ("++study.memory_per_arm={base:0}", "study.memory_per_arm['base']=0.0 must be > 0"),
     ],
 )
 def test_bad_arms_fail_with_one_line(override, expected, capsys, tmp_path):
@@ -210,3 +217,22 @@ def test_tiny_sweep_with_a_lora_arm_end_to_end(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = {line.split(",")[0]: line for line in (tmp_path / "contribution.csv").read_text().splitlines()}
     assert set(rows) == {"block", "base", "full", "1", "lora1@all"}
+
+
+def test_memory_per_arm_by_kind_block_and_spec():
+    cfg = compose_sweep_config(
+        [
+            *FAST,
+            "study.layers=[0,2]",
+            "study.arms=[lora:1@all,middle:2]",
+            "++study.memory_per_arm={base:1.5,full:14,block:9,2:3,lora1@all:15}",
+        ]
+    )
+    arms = study_arms(cfg.study, [0, 2], 4, cfg.trainer.lr)
+    memory = {a.name(4): arm_memory_gib(cfg.study, a) for a in arms}
+    assert memory == {
+        "base-seed0": 1.5, "full-seed0": 14, "block00-seed0": 9, "block02-seed0": 3,  # "2" beats "block"
+        "lora1@all-seed0": 15, "middle2-seed0": 0,  # no entry: no reservation
+    }  # fmt: skip
+    cfg.study.memory_per_arm = {"default": 6.0, "full": 14.0}
+    assert [arm_memory_gib(cfg.study, a) for a in arms] == [6, 14, 6, 6, 6, 6]

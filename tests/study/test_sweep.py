@@ -203,6 +203,25 @@ def test_ray_executor_without_ray_says_how_to_get_it(monkeypatch, tmp_path):
         run_sweep(cfg)
 
 
+def test_ray_arms_reserve_their_memory_and_an_arm_larger_than_the_cluster_is_refused(tmp_path):
+    from fake_ray import FakeRay
+
+    from lamina.study.executors import GIB, ArmState, SweepStatus, _submit_and_wait, check_memory_fits
+
+    shared = compose_sweep_config(FAST).run_config()
+    arms = [Arm("base", 0), Arm("full", 0), Arm("block", 0, 1)]
+    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
+    status = SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+    ray = FakeRay()
+    _submit_and_wait(ray, jobs, status, 0.0, 1.0, {"full-seed0": 14.0, "block01-seed0": 0.5})
+    assert ray.memory == {"full-seed0": 14 * GIB, "block01-seed0": GIB // 2}  # base: no reservation
+    assert [s.status for s in status.states.values()] == ["done"] * 3
+    check_memory_fits({"full-seed0": 14.0}, 14 * GIB, ["base-seed0", "full-seed0"])
+    with pytest.raises(ConfigError, match=r"^study.memory_per_arm gives arm full-seed0 14 GiB, but the Ray "
+                       r"cluster has 13.5 GiB of memory for tasks; give at most that, or none$"):  # fmt: skip
+        check_memory_fits({"full-seed0": 14.0}, 13.5 * GIB, ["base-seed0", "full-seed0"])
+
+
 @pytest.mark.slow
 def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
     from lamina.study.executors import ArmState, SweepStatus, run_ray
@@ -212,7 +231,8 @@ def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
     jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
     status = SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
     begin = time.perf_counter()
-    run_ray(jobs, status, address=None, gpus_per_arm=None, cpus_per_arm=1)
+    # Both fit in memory together (0.25 GiB each), so Ray's memory resource leaves them parallel.
+    run_ray(jobs, status, None, None, 1, {name: 0.25 for name, _ in jobs})
     wall = time.perf_counter() - begin
     assert [s.status for s in status.states.values()] == ["done", "done"]
     assert all(0 < s.seconds < wall for s in status.states.values())  # each arm's own run time

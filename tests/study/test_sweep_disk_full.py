@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_ray import FakeRay
 from sweep_files import write_eval
 from test_sweep import FAST as SWEEP_FAST
 
@@ -85,27 +86,6 @@ def test_other_failures_still_only_mark_the_arm_failed(tmp_path):
     with pytest.raises(Exception, match="1 arm\\(s\\) failed: block00-seed0"):
         run_sweep(cfg, train_fn=arms)
     assert arms.calls == ARMS
-
-
-class FakeRay:
-    """Ray's calls that ``_submit_and_wait`` makes: the first arm to finish raised ``error``."""
-
-    def __init__(self, error: Exception):
-        self.error, self.cancelled = error, []
-
-    def remote(self, **resources):
-        return lambda fn: type("Task", (), {"remote": staticmethod(lambda cfg, cpus: cfg.trainer.output_dir)})
-
-    def wait(self, refs, num_returns):
-        return refs[:num_returns], refs[num_returns:]
-
-    def get(self, ref):
-        err = RuntimeError(f"ray task {ref} failed")
-        err.cause = self.error  # as RayTaskError carries the arm's own exception
-        raise err
-
-    def cancel(self, ref, force):
-        self.cancelled.append(Path(ref).name)
 
 
 def test_a_full_disk_in_a_ray_arm_stops_the_sweep_and_cancels_the_others(tmp_path):
