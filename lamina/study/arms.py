@@ -164,7 +164,7 @@ def extra_arms(study: Any, num_blocks: int, lr: float) -> list[tuple[str, Any, f
         labels[label] = spec
         arms.append((label, spec, arm_lr(study, label, spec, lr)))
     _check_per_arm_keys("lr_per_arm", dict(study.lr_per_arm or {}), labels, ("full", "block"))
-    memory = dict(getattr(study, "memory_per_arm", None) or {})
+    memory = dict(study.memory_per_arm or {})
     _check_per_arm_keys("memory_per_arm", memory, labels, ("base", "full", "block", "default"))
     return arms
 
@@ -197,7 +197,7 @@ def per_arm_value(table: Any, label: str, spec: Any) -> float | None:
 def arm_memory_gib(study: Any, arm: Arm) -> float:
     """The memory (GiB) Ray reserves for the arm: its ``study.memory_per_arm`` entry, else the
     ``default`` entry; 0: none."""
-    table = dict(getattr(study, "memory_per_arm", None) or {})
+    table = dict(study.memory_per_arm or {})
     spec = arm.label if arm.kind in KINDS else arm.spec
     value = per_arm_value(table, arm.label, spec)
     return value if value is not None else float(table.get("default", 0.0))

@@ -202,15 +202,21 @@ def run_ray(
     )
     try:
         memory = memory_gib or {}
-        check_memory_fits(memory, ray.cluster_resources().get("memory", 0.0), [name for name, _ in jobs])
+        check_memory_fits(memory, largest_node_memory(ray), [name for name, _ in jobs])
         _submit_and_wait(ray, jobs, status, ray_resources(ray, gpus_per_arm), cpus_per_arm, memory)
     finally:
         if started_here:
             ray.shutdown()  # disconnects from a cluster; stops a local Ray this call started
 
 
+def largest_node_memory(ray) -> float:
+    """Bytes of Ray's ``memory`` resource on the largest live node: an arm runs on one node, so a
+    request above it never starts, however much the cluster has in all."""
+    return max((n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+
+
 def check_memory_fits(memory_gib: dict[str, float], cluster_bytes: float, names: list[str]) -> None:
-    """Raises ``ConfigError`` when an arm asks for more memory than the Ray cluster has (Ray would
+    """Raises ``ConfigError`` when an arm asks for more memory than a Ray node has (Ray would
     otherwise wait for it forever)."""
     for name in names:
         need = memory_gib.get(name, 0.0)

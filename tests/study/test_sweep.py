@@ -239,3 +239,14 @@ def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
     for name in ("base-seed0", "block03-seed0"):
         assert json.loads((tmp_path / name / "eval.json").read_text())["episodes"] == 2
     assert (tmp_path / "block03-seed0" / "checkpoints" / "iter_000001" / "trainable.safetensors").exists()
+
+
+def test_the_memory_check_uses_the_largest_live_node_not_the_cluster_total():
+    from lamina.study.executors import GIB, largest_node_memory
+
+    nodes = [
+        {"Alive": True, "Resources": {"memory": 10 * GIB}},
+        {"Alive": True, "Resources": {"memory": 12 * GIB}},
+        {"Alive": False, "Resources": {"memory": 64 * GIB}},
+    ]
+    assert largest_node_memory(type("Ray", (), {"nodes": staticmethod(lambda: nodes)})) == 12 * GIB
