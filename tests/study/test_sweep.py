@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -220,6 +223,98 @@ def test_ray_arms_reserve_their_memory_and_an_arm_larger_than_the_cluster_is_ref
     with pytest.raises(ConfigError, match=r"^study.memory_per_arm gives arm full-seed0 14 GiB, but the Ray "
                        r"cluster has 13.5 GiB of memory for tasks; give at most that, or none$"):  # fmt: skip
         check_memory_fits({"full-seed0": 14.0}, 13.5 * GIB, ["base-seed0", "full-seed0"])
+
+
+def _ray_jobs(tmp_path, arms):
+    from lamina.study.executors import ArmState, SweepStatus
+
+    shared = compose_sweep_config(FAST).run_config()
+    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
+    return jobs, SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+
+
+def test_ray_arms_are_submitted_as_they_fit_and_smaller_arms_go_ahead_of_a_larger_one(tmp_path):
+    """2 CPUs and 22 GiB, as on the CPU machine the tw_hard demonstration ran on: a 14 GiB arm
+    queued behind blocks of 9 GiB waits until it fits, and the blocks after it run two at a time."""
+    from fake_ray import FakeRay
+
+    from lamina.study.executors import GIB, _submit_and_wait
+
+    arms = [Arm("block", 0, b) for b in (0, 1, 2)] + [Arm("full", 0), Arm("block", 0, 3)]
+    jobs, status = _ray_jobs(tmp_path, arms)
+    ray = FakeRay(resources={"CPU": 2.0, "memory": 22 * GIB})
+    memory = {name: 14.0 if name.startswith("full") else 9.0 for name, _ in jobs}
+    _submit_and_wait(ray, jobs, status, 0.0, 1.0, memory)
+    assert ray.submissions == [
+        ["block00-seed0"],
+        ["block00-seed0", "block01-seed0"],
+        ["block01-seed0", "block02-seed0"],  # block 0 done: block 2 takes its core
+        ["block02-seed0", "block03-seed0"],  # block 1 done: full (14 GiB) does not fit beside 9
+        ["full-seed0"],  # alone, once nothing else runs
+    ]
+    assert [s.status for s in status.states.values()] == ["done"] * 5
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupt(signum, frame):
+    raise _Interrupted
+
+
+@pytest.mark.slow
+def test_queued_large_arms_do_not_hold_back_smaller_ones_on_a_real_ray(tmp_path):
+    """The sweep's own admission against a local Ray with 2 CPUs: while a long arm runs, the small
+    arms queued around two large ones take the free core. Ray given them all at once kept the
+    small ones waiting until the long arm and both large ones were done (measured, Ray 2.60)."""
+    import ray
+
+    from lamina.study.executors import GIB, _submit_and_wait
+
+    def sleeper(cfg, cpus):  # a closure, so Ray ships it by value to its workers
+        out = Path(cfg.trainer.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        begin = time.time()
+        time.sleep(8.0 if out.name == "block00-seed0" else 1.0)
+        (out / "times.json").write_text(json.dumps([begin, time.time()]))
+        return time.time() - begin
+
+    jobs, status = _ray_jobs(tmp_path, [Arm("block", 0, b) for b in (0, 1, 2, 3, 10, 4, 11, 5)])
+    large = {"block10-seed0", "block11-seed0"}
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=GIB // 4,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        share = ray.cluster_resources()["memory"] / GIB
+        memory = {name: share * (0.6 if name in large else 0.45) for name, _ in jobs}
+        _submit_and_wait(ray, jobs, status, 0.0, 1.0, memory, fn=sleeper)
+        # A signal reaches the sweep while an arm runs, not when the arm ends (Ctrl-C, `kill -INT`).
+        previous = signal.signal(signal.SIGUSR1, _raise_interrupt)
+        timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGUSR1))
+        begin, timer.daemon = time.time(), True
+        timer.start()
+        try:
+            with pytest.raises(_Interrupted):
+                _submit_and_wait(
+                    ray, *_ray_jobs(tmp_path / "long", [Arm("block", 0, 0)]), 0.0, 1.0, fn=sleeper
+                )
+        finally:
+            timer.cancel()
+            signal.signal(signal.SIGUSR1, previous)
+        assert time.time() - begin < 6.0  # the arm would sleep 8 s
+    finally:
+        ray.shutdown()
+    times = {name: json.loads((tmp_path / name / "times.json").read_text()) for name, _ in jobs}
+    long_end = times["block00-seed0"][1]
+    for small in ("block02-seed0", "block03-seed0", "block04-seed0", "block05-seed0"):
+        assert times[small][0] < long_end, small  # beside the long arm, on the free core
+    for name in large:
+        assert times[name][0] >= long_end  # 0.6 + 0.45 of the memory: never beside it
 
 
 @pytest.mark.slow
