@@ -266,8 +266,8 @@ def _raise_interrupt(signum, frame):
 @pytest.mark.slow
 def test_queued_large_arms_do_not_hold_back_smaller_ones_on_a_real_ray(tmp_path):
     """The sweep's own admission against a local Ray with 2 CPUs: while a long arm runs, the small
-    arms queued around two large ones take the free core. Ray given them all at once kept the
-    small ones waiting until the long arm and both large ones were done (measured, Ray 2.60)."""
+    arms queued around two large ones take the free core. Given them all at once, Ray 2.60 kept
+    the small ones waiting until the long arm was done (block 2 started at 8.0 s, not 1.1 s)."""
     import ray
 
     from lamina.study.executors import GIB, _submit_and_wait
