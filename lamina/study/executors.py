@@ -278,18 +278,16 @@ def _submit_and_wait(
         queue.append((name, cfg, need))
         status.start(name, "queued", show=False)
     pending: dict = {}
-    used: dict[str, float] = {}
 
     def admit() -> None:
         totals = cluster_totals(ray)  # read again each time: a cluster may have grown or shrunk
         for item in list(queue):
             name, cfg, need = item
+            used = {k: sum(running[k] for *_, running in pending.values()) for k in need}
             if pending and not _fits(need, used, totals):
                 continue  # with nothing running it goes anyway: Ray waits for (or scales up to) it
             submit = task.options(memory=int(need["memory"])) if need["memory"] > 0 else task
             pending[submit.remote(cfg, cpus)] = (name, Path(cfg.trainer.output_dir), need)
-            for k, v in need.items():
-                used[k] = used.get(k, 0.0) + v
             queue.remove(item)
             status.start(name, "running", show=False)
 
@@ -297,9 +295,8 @@ def _submit_and_wait(
     status.show()
     while pending:
         ref = _wait_one(ray, list(pending))
-        name, run_dir, need = pending.pop(ref)
-        for k, v in need.items():
-            used[k] -= v
+        name, run_dir, _ = pending.pop(ref)
+        error, seconds = "", None
         try:
             seconds = ray.get(ref)
         except Exception as err:  # a RayTaskError wraps the arm's own exception
@@ -310,8 +307,6 @@ def _submit_and_wait(
                     with contextlib.suppress(Exception):
                         ray.cancel(other, force=True)
                 raise full from None
-            admit()
-            status.finish(name, run_dir, _record_failure(run_dir, cause))
-        else:
-            admit()
-            status.finish(name, run_dir, seconds=seconds)
+            error = _record_failure(run_dir, cause)
+        admit()
+        status.finish(name, run_dir, error, seconds=seconds)

@@ -206,15 +206,21 @@ def test_ray_executor_without_ray_says_how_to_get_it(monkeypatch, tmp_path):
         run_sweep(cfg)
 
 
+def ray_jobs(tmp_path, arms, overrides=FAST):
+    """The (name, run config) jobs and the status table that ``_submit_and_wait`` takes."""
+    from lamina.study.executors import ArmState, SweepStatus
+
+    shared = compose_sweep_config(overrides).run_config()
+    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
+    return jobs, SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+
+
 def test_ray_arms_reserve_their_memory_and_an_arm_larger_than_the_cluster_is_refused(tmp_path):
     from fake_ray import FakeRay
 
-    from lamina.study.executors import GIB, ArmState, SweepStatus, _submit_and_wait, check_memory_fits
+    from lamina.study.executors import GIB, _submit_and_wait, check_memory_fits
 
-    shared = compose_sweep_config(FAST).run_config()
-    arms = [Arm("base", 0), Arm("full", 0), Arm("block", 0, 1)]
-    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
-    status = SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+    jobs, status = ray_jobs(tmp_path, [Arm("base", 0), Arm("full", 0), Arm("block", 0, 1)])
     ray = FakeRay()
     _submit_and_wait(ray, jobs, status, 0.0, 1.0, {"full-seed0": 14.0, "block01-seed0": 0.5})
     assert ray.memory == {"full-seed0": 14 * GIB, "block01-seed0": GIB // 2}  # base: no reservation
@@ -225,14 +231,6 @@ def test_ray_arms_reserve_their_memory_and_an_arm_larger_than_the_cluster_is_ref
         check_memory_fits({"full-seed0": 14.0}, 13.5 * GIB, ["base-seed0", "full-seed0"])
 
 
-def _ray_jobs(tmp_path, arms):
-    from lamina.study.executors import ArmState, SweepStatus
-
-    shared = compose_sweep_config(FAST).run_config()
-    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
-    return jobs, SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
-
-
 def test_ray_arms_are_submitted_as_they_fit_and_smaller_arms_go_ahead_of_a_larger_one(tmp_path):
     """2 CPUs and 22 GiB, as on the CPU machine the tw_hard demonstration ran on: a 14 GiB arm
     queued behind blocks of 9 GiB waits until it fits, and the blocks after it run two at a time."""
@@ -241,7 +239,7 @@ def test_ray_arms_are_submitted_as_they_fit_and_smaller_arms_go_ahead_of_a_large
     from lamina.study.executors import GIB, _submit_and_wait
 
     arms = [Arm("block", 0, b) for b in (0, 1, 2)] + [Arm("full", 0), Arm("block", 0, 3)]
-    jobs, status = _ray_jobs(tmp_path, arms)
+    jobs, status = ray_jobs(tmp_path, arms)
     ray = FakeRay(resources={"CPU": 2.0, "memory": 22 * GIB})
     memory = {name: 14.0 if name.startswith("full") else 9.0 for name, _ in jobs}
     _submit_and_wait(ray, jobs, status, 0.0, 1.0, memory)
@@ -280,7 +278,7 @@ def test_queued_large_arms_do_not_hold_back_smaller_ones_on_a_real_ray(tmp_path)
         (out / "times.json").write_text(json.dumps([begin, time.time()]))
         return time.time() - begin
 
-    jobs, status = _ray_jobs(tmp_path, [Arm("block", 0, b) for b in (0, 1, 2, 3, 10, 4, 11, 5)])
+    jobs, status = ray_jobs(tmp_path, [Arm("block", 0, b) for b in (0, 1, 2, 3, 10, 4, 11, 5)])
     large = {"block10-seed0", "block11-seed0"}
     ray.init(
         address="local",
@@ -301,7 +299,7 @@ def test_queued_large_arms_do_not_hold_back_smaller_ones_on_a_real_ray(tmp_path)
         try:
             with pytest.raises(_Interrupted):
                 _submit_and_wait(
-                    ray, *_ray_jobs(tmp_path / "long", [Arm("block", 0, 0)]), 0.0, 1.0, fn=sleeper
+                    ray, *ray_jobs(tmp_path / "long", [Arm("block", 0, 0)]), 0.0, 1.0, fn=sleeper
                 )
         finally:
             timer.cancel()
@@ -319,12 +317,10 @@ def test_queued_large_arms_do_not_hold_back_smaller_ones_on_a_real_ray(tmp_path)
 
 @pytest.mark.slow
 def test_ray_executor_runs_two_tiny_arms_in_parallel(tmp_path):
-    from lamina.study.executors import ArmState, SweepStatus, run_ray
+    from lamina.study.executors import run_ray
 
-    shared = compose_sweep_config([*FAST, "trainer.iterations=1"]).run_config()
     arms = [Arm("base", 0), Arm("block", 0, 3)]
-    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
-    status = SweepStatus([ArmState(a, a.name(4)) for a in arms], "success")
+    jobs, status = ray_jobs(tmp_path, arms, [*FAST, "trainer.iterations=1"])
     begin = time.perf_counter()
     # Both fit in memory together (0.25 GiB each), so Ray's memory resource leaves them parallel.
     run_ray(jobs, status, None, None, 1, {name: 0.25 for name, _ in jobs})

@@ -14,6 +14,7 @@ import torch
 from fake_ray import FakeRay
 from sweep_files import write_eval
 from test_sweep import FAST as SWEEP_FAST
+from test_sweep import ray_jobs
 
 from lamina.cli import main
 from lamina.errors import DiskFull
@@ -89,12 +90,9 @@ def test_other_failures_still_only_mark_the_arm_failed(tmp_path):
 
 
 def test_a_full_disk_in_a_ray_arm_stops_the_sweep_and_cancels_the_others(tmp_path):
-    from lamina.study.arms import Arm, arm_config
+    from lamina.study.arms import Arm
 
-    shared = compose_sweep_config(FAST).run_config()
-    arms = [Arm("base", 0), Arm("block", 0, 0), Arm("block", 0, 1)]
-    jobs = [(a.name(4), arm_config(shared, a, tmp_path, 4)) for a in arms]
-    status = executors.SweepStatus([executors.ArmState(a, a.name(4)) for a in arms], "success")
+    jobs, status = ray_jobs(tmp_path, [Arm("base", 0), Arm("block", 0, 0), Arm("block", 0, 1)], FAST)
     ray = FakeRay(_no_space())
     with pytest.raises(
         DiskFull, match=f"^sweep arm base-seed0: no space left on device .* in {tmp_path}/base"
