@@ -122,12 +122,15 @@ def arm_label(spec: Any, num_blocks: int) -> str:
         ConfigError: the spec is not one ``lamina train`` accepts, or it is the base or full arm.
     """
     try:
-        blocks = parse_layers(spec, num_blocks)
+        rank, inner = split_lora(spec)
+        text = str(inner).strip() if isinstance(inner, str) else None
+        # a top:K arm's blocks are resolved in pin_top_arms, from arms.json when the sweep pinned
+        # them: a resumed sweep restored without its source table (results/tw-hard) still plans
+        top = bool(text is not None and (m := TOP_SPEC.fullmatch(text)) and int(m.group(1)) > 0)
+        blocks = [] if top else parse_layers(spec, num_blocks)
     except ValueError as err:
         raise ConfigError(f"study.arms: {err}".replace("layers=", "", 1)) from None
-    rank, inner = split_lora(spec)
-    text = str(inner).strip() if isinstance(inner, str) else None
-    if rank is None and (text in ("all", "none") or not blocks):
+    if rank is None and not top and (text in ("all", "none") or not blocks):
         raise ConfigError(
             f"study.arms entry {spec!r} is the {'full' if blocks else 'base'} arm; valid: {EXTRA_FORMS}"
         )
@@ -259,7 +262,12 @@ def pin_top_arms(arms: list[Arm], sweep_dir: Path, num_blocks: int) -> list[Arm]
     for arm in arms:
         rank, inner = split_lora(arm.spec) if arm.spec is not None else (None, None)
         if isinstance(inner, str) and TOP_SPEC.fullmatch(inner.strip()):
-            blocks = pinned.setdefault(arm.label, parse_layers(inner, num_blocks))
+            if arm.label not in pinned:
+                try:
+                    pinned[arm.label] = parse_layers(inner, num_blocks)
+                except ValueError as err:
+                    raise ConfigError(f"study.arms: {err}".replace("layers=", "", 1)) from None
+            blocks = pinned[arm.label]
             arm = dataclasses.replace(arm, spec=list(blocks) if rank is None else f"lora:{rank}@{blocks}")
         out.append(arm)
     return out

@@ -83,6 +83,17 @@ def test_top_k_arm_keeps_the_blocks_it_was_first_planned_with(tmp_path):
     layers = {Path(c.trainer.output_dir).name: c.layers for c in second.calls}
     assert layers["top2@earlier-sweep-seed1"] == [0, 2]
     assert layers["lora1@top1@earlier-sweep-seed1"] == "lora:1@[2]"
+    # Restored without the source's table (results/ keeps arms.json, not contribution.csv), the
+    # pinned arms still plan; a folder with no pin needs the table.
+    (earlier / "contribution.csv").rename(earlier / "moved.csv")
+    third = Recorder()
+    run_sweep(compose_sweep_config([*overrides, "study.seeds=[0,1,2]"]), train_fn=third)
+    layers = {Path(c.trainer.output_dir).name: c.layers for c in third.calls}
+    assert layers["top2@earlier-sweep-seed2"] == [0, 2]
+    assert layers["lora1@top1@earlier-sweep-seed2"] == "lora:1@[2]"
+    with pytest.raises(ConfigError, match=r"top:2@.*contribution.csv does not exist"):
+        run_sweep(compose_sweep_config([*overrides[:-1], f"study.output_dir={tmp_path / 'other'}"]))
+    (earlier / "moved.csv").rename(earlier / "contribution.csv")
     # A new sweep folder reads the source as it is now.
     fresh = Recorder()
     run_sweep(compose_sweep_config([*overrides[:-1], f"study.output_dir={tmp_path / 'new'}"]), train_fn=fresh)
