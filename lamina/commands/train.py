@@ -64,5 +64,5 @@ def cmd_sweep(overrides: Sequence[str]) -> int:
     from lamina.study.sweep import run_sweep  # torch and transformers: only once the config is good
 
     out = run_sweep(cfg)
-    print(f"done: {out} (contribution.csv, contribution.md, contribution.png)")
+    print(f"done: {out} (contribution.csv, contribution.md, contribution.png, arms.png)")
     return 0

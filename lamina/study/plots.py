@@ -1,4 +1,5 @@
-"""Pictures of a layer study: C over depth, the comparison of two sweeps, weight change over depth."""
+"""Pictures of a layer study: C over depth, every arm side by side, the comparison of two sweeps,
+weight change over depth."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from lamina.study.contribution import ContributionTable  # noqa: E402
+from lamina.study.contribution import ContributionTable, Scores  # noqa: E402
 
 
 def _errors(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -101,6 +102,41 @@ def plot_contribution(table: ContributionTable, path: Path, title: str = "") -> 
     if best is not None:
         handles.append(Patch(color="tab:orange", label="best block"))
     ax.legend(handles=handles, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def arm_points(table: ContributionTable, scores: Scores) -> list[tuple[str, float, list[float]]]:
+    """``(arm name, pooled S, [S of each seed, by seed])`` for every row of the table, in order."""
+    out = []
+    for row in table.rows:
+        name = f"block {row.block}" if isinstance(row.block, int) else str(row.block)
+        per_seed = scores.arms.get(row.block, {})
+        out.append((name, row.score, [float(per_seed[s].mean()) for s in sorted(per_seed)]))
+    return out
+
+
+def plot_arms(table: ContributionTable, scores: Scores, path: Path, title: str = "") -> Path:
+    """Every arm's pooled held-out S with its interval (the extra arms, LoRA and top-K, beside
+    the blocks, which the C(k)-over-depth chart cannot place) and each seed's own S as a dot, so
+    a seed that carries a pooled number shows."""
+    rows = table.rows
+    points = arm_points(table, scores)
+    values = np.array([r.score for r in rows])
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    reference = {"base": "tab:gray", "full": "tab:green"}
+    colors = [reference.get(str(r.block), "tab:blue") for r in rows]
+    errors = _errors(values, np.array([r.score_lo for r in rows]), np.array([r.score_hi for r in rows]))
+    ax.barh(y, values, color=colors, alpha=0.55, xerr=errors, capsize=3)
+    for yi, (_, _, per_seed) in zip(y, points, strict=True):
+        ax.scatter(per_seed, [yi] * len(per_seed), color="black", s=14, zorder=3)
+    ax.set_yticks(y, [name for name, _, _ in points])
+    metric = "held-out success S" if table.metric == "success" else "held-out return S"
+    ax.set_xlabel(f"{metric} (bar: pooled, {table.confidence:.0%} interval; dots: one seed each)")
+    ax.set_title((title + "\n" if title else "") + "every arm, pooled over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

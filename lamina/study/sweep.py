@@ -51,7 +51,7 @@ from lamina.study.contribution import (
     write_csv,
 )
 from lamina.study.executors import ArmState, SweepStatus, run_ray, run_serial
-from lamina.study.plots import plot_contribution
+from lamina.study.plots import plot_arms, plot_contribution
 from lamina.study.power import differences_csv, sweep_power
 from lamina.trainer.config import RunConfig
 from lamina.trainer.layers import parse_layers
@@ -68,6 +68,7 @@ SWEEP_OUTPUTS = (
     "arms.json",
     "sweep.yaml",
     "contribution.*",
+    "arms.png",
     "differences.csv",
     "summary.json",
     "ensemble-top*",
@@ -116,15 +117,17 @@ def sweep_blocks(cfg: SweepConfig) -> tuple[list[int], int]:
 
 
 def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int):
-    """Writes ``contribution.csv``, ``.md``, ``.png`` and ``summary.json`` from the finished arms.
+    """Writes ``contribution.csv``, ``.md``, ``.png``, ``arms.png`` and ``summary.json`` from the
+    finished arms.
 
     Returns:
         the ``ContributionTable``.
     """
     study = cfg.study
     try:
+        scores = load_scores(sweep_dir, study.metric)
         table = contribution_table(
-            load_scores(sweep_dir, study.metric),
+            scores,
             num_blocks,
             study.bootstrap,
             study.confidence,
@@ -134,13 +137,14 @@ def analyze_sweep(sweep_dir: Path, cfg: SweepConfig, num_blocks: int):
         raise TrainingStopped(f"{sweep_dir}: no contribution table yet: {err}") from None
     title = sweep_title(cfg)
     add_arm_details(table, sweep_dir, study.bootstrap, study.confidence, study.bootstrap_seed)
-    power = sweep_power(load_scores(sweep_dir, study.metric), table, study)
+    power = sweep_power(scores, table, study)
     (sweep_dir / "differences.csv").write_text(differences_csv(power.differences))
     write_csv(table, sweep_dir / "contribution.csv")
     (sweep_dir / "contribution.md").write_text(
         markdown(table, f"Layer contribution: {title}") + "\n" + "\n".join(power.markdown(table))
     )
     plot_contribution(table, sweep_dir / "contribution.png", title)
+    plot_arms(table, scores, sweep_dir / "arms.png", title)
     (sweep_dir / "summary.json").write_text(
         json.dumps({"title": title, **summary(table), "power": power.summary()}, indent=1)
     )

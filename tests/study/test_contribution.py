@@ -17,7 +17,7 @@ from lamina.study.contribution import (
     markdown,
     write_csv,
 )
-from lamina.study.plots import plot_contribution
+from lamina.study.plots import arm_points, plot_arms, plot_contribution
 from lamina.trainer.layers import parse_layers
 
 
@@ -177,3 +177,21 @@ def test_missing_base_is_a_clear_error(make_sweep):
     sweep = make_sweep("s", {"full-seed0": [1, 1], "block01-seed0": [1, 0]})
     with pytest.raises(ValueError, match="not finished yet: base"):
         contribution_table(load_scores(sweep, "success"), 4)
+
+
+def test_arms_chart_has_every_arm_with_each_seeds_score(tmp_path):
+    """The extra arms (LoRA, top-K) sit beside the blocks, and each seed's own S is a point."""
+    won = [1, 1, 1, 0, 0, 0, 0, 0]
+    arms = {
+        "base": {0: [0] * 8, 1: [0] * 8},
+        "full": {0: [1] * 8, 1: won},
+        0: {0: won, 1: won},
+        "lora1@all": {0: [0] * 8, 1: [1] * 8},
+    }
+    data = scores(arms, 8)
+    table = contribution_table(data, 4)
+    points = {name: (pooled, seeds) for name, pooled, seeds in arm_points(table, data)}
+    assert list(points) == ["base", "full", "block 0", "lora1@all"]
+    assert points["lora1@all"][1] == [0.0, 1.0] and points["lora1@all"][0] == pytest.approx(0.5)
+    assert points["full"][1] == [1.0, 0.375] and points["block 0"][1] == [0.375, 0.375]
+    assert plot_arms(table, data, tmp_path / "arms.png", "t").stat().st_size > 10_000

@@ -47,6 +47,7 @@ def test_mixed_arms_sweep_writes_every_file(tmp_path):
         "contribution.csv",
         "contribution.md",
         "contribution.png",
+        "arms.png",
         "summary.json",
         "differences.csv",
     ):
