@@ -115,6 +115,11 @@ def _block_label(blocks: list[int]) -> str:
     return "+".join(str(b) for b in blocks)
 
 
+def _arms_error(err: ValueError) -> ConfigError:
+    """A layer-spec error of a ``study.arms`` entry, named as that setting."""
+    return ConfigError(f"study.arms: {err}".replace("layers=", "", 1))
+
+
 def arm_label(spec: Any, num_blocks: int) -> str:
     """The file-safe label (folder stem, table row) of an extra arm's layer spec.
 
@@ -124,21 +129,21 @@ def arm_label(spec: Any, num_blocks: int) -> str:
     try:
         rank, inner = split_lora(spec)
         text = str(inner).strip() if isinstance(inner, str) else None
+        top = TOP_SPEC.fullmatch(text) if text is not None else None
         # a top:K arm's blocks are resolved in pin_top_arms, from arms.json when the sweep pinned
         # them: a resumed sweep restored without its source table (results/tw-hard) still plans
-        top = bool(text is not None and (m := TOP_SPEC.fullmatch(text)) and int(m.group(1)) > 0)
-        blocks = [] if top else parse_layers(spec, num_blocks)
+        blocks = [] if top and int(top.group(1)) > 0 else parse_layers(spec, num_blocks)
     except ValueError as err:
-        raise ConfigError(f"study.arms: {err}".replace("layers=", "", 1)) from None
+        raise _arms_error(err) from None
     if rank is None and not top and (text in ("all", "none") or not blocks):
         raise ConfigError(
             f"study.arms entry {spec!r} is the {'full' if blocks else 'base'} arm; valid: {EXTRA_FORMS}"
         )
     if text is not None and (m := re.fullmatch(r"middle:(\d+)", text)):
         body = f"middle{m.group(1)}"
-    elif text is not None and (m := TOP_SPEC.fullmatch(text)):
-        source = re.sub(r"[^A-Za-z0-9._-]", "_", Path(m.group(2).rstrip("/")).name) or "sweep"
-        body = f"top{m.group(1)}@{source}"
+    elif top:
+        source = re.sub(r"[^A-Za-z0-9._-]", "_", Path(top.group(2).rstrip("/")).name) or "sweep"
+        body = f"top{top.group(1)}@{source}"
     elif text == "all":
         body = "all"
     else:
@@ -266,7 +271,7 @@ def pin_top_arms(arms: list[Arm], sweep_dir: Path, num_blocks: int) -> list[Arm]
                 try:
                     pinned[arm.label] = parse_layers(inner, num_blocks)
                 except ValueError as err:
-                    raise ConfigError(f"study.arms: {err}".replace("layers=", "", 1)) from None
+                    raise _arms_error(err) from None
             blocks = pinned[arm.label]
             arm = dataclasses.replace(arm, spec=list(blocks) if rank is None else f"lora:{rank}@{blocks}")
         out.append(arm)

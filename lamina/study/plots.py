@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from lamina.study.contribution import ContributionTable, Scores  # noqa: E402
+from lamina.study.power import arm_label  # noqa: E402
 
 
 def _errors(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -112,9 +113,8 @@ def arm_points(table: ContributionTable, scores: Scores) -> list[tuple[str, floa
     """``(arm name, pooled S, [S of each seed, by seed])`` for every row of the table, in order."""
     out = []
     for row in table.rows:
-        name = f"block {row.block}" if isinstance(row.block, int) else str(row.block)
         per_seed = scores.arms.get(row.block, {})
-        out.append((name, row.score, [float(per_seed[s].mean()) for s in sorted(per_seed)]))
+        out.append((arm_label(row.block), row.score, [float(per_seed[s].mean()) for s in sorted(per_seed)]))
     return out
 
 
@@ -124,7 +124,7 @@ def plot_arms(table: ContributionTable, scores: Scores, path: Path, title: str =
     a seed that carries a pooled number shows."""
     rows = table.rows
     points = arm_points(table, scores)
-    values = np.array([r.score for r in rows])
+    values = np.array([pooled for _, pooled, _ in points])
     y = np.arange(len(rows))[::-1]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
     reference = {"base": "tab:gray", "full": "tab:green"}
